@@ -1,0 +1,43 @@
+# Two commands for a new user: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# Offline datasets beside the project (CI and developer machines); empty elsewhere.
+SHARED_DATA := $(abspath ../shared/datasets)
+export KERAS_COMPRESS_DATA ?= $(if $(wildcard $(SHARED_DATA)/mnist.npz),$(SHARED_DATA),)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install dev demo test test-tf test-jax bench bench-quick clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[all]"
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[all,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+dev: $(VENV)/.dev
+
+demo: install
+	$(VENV)/bin/keras-compress demo --out runs/demo
+
+test: dev test-tf test-jax
+
+test-tf: dev
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -p no:cacheprovider tests
+
+test-jax: dev
+	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider -m "not tensorflow" tests/unit
+
+bench: install
+	$(PY) bench/pruning.py --out bench/results
+
+bench-quick: install
+	$(PY) bench/pruning.py --quick --out bench/results
+
+clean:
+	rm -rf runs bench/results .pytest_cache

@@ -1,0 +1,1 @@
+"""What every technique shares: config base, model walking, reports."""
