@@ -18,7 +18,8 @@ class BaseConfig:
     True
     """
 
-    version: int = 1
+    # Keyword-only, so subclasses' own fields come first positionally.
+    version: int = dataclasses.field(default=1, kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the config as a dict of plain values (JSON/YAML-able)."""

@@ -1,0 +1,664 @@
+"""Compression reports: one row per artifact, written as JSON, Markdown and HTML.
+
+A `Report` is what the CLI prints and writes, and what the API returns: the
+artifacts a recipe produced (the baseline's own float32 LiteRT file
+included), each with its accuracy, size, compression ratio, latency and
+parameter counts, plus the run's metadata (model, data, recipe, machine).
+
+This module imports neither TensorFlow nor Keras; matplotlib is imported
+only when the size-vs-accuracy plot is drawn.
+"""
+
+import base64
+import dataclasses
+import html
+import io
+import json
+import math
+import os
+import secrets
+import warnings
+from typing import Any
+
+REPORT_VERSION = 1
+JSON_NAME = "report.json"
+MARKDOWN_NAME = "report.md"
+PLOT_NAME = "size_vs_accuracy.png"
+HTML_NAME = "report.html"
+# The row every ratio is measured against: the input model's float32 file.
+REFERENCE_FORMAT = "float32"
+REFERENCE_TECHNIQUE = "baseline"
+_MISSING = "-"
+_INSTALL_HINT = 'pip install "keras-compress[report]"  (or: pip install matplotlib)'
+
+
+def atomic_write(path, data):
+    """Writes `data` to `path` atomically: a temp file beside it, then `os.replace`.
+
+    Readers see either the old file or the complete new one, never a partial
+    write; if writing fails the temp file is removed and `path` is untouched.
+
+    Args:
+        path: destination file path. Its folder must exist.
+        data: `bytes`, or `str` (written as UTF-8).
+
+    Returns:
+        `path`.
+
+    Raises:
+        OSError: if the folder does not exist or is not writable.
+        TypeError: if `data` is neither `bytes` nor `str`.
+
+    Example:
+    >>> atomic_write("/tmp/hello.txt", "hello")
+    '/tmp/hello.txt'
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(
+            f"data must be bytes or str. Received: data of type {type(data).__name__}"
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    # Opened with "xb" (not mkstemp) so the file gets the usual umask-based mode.
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+@dataclasses.dataclass
+class ArtifactRow:
+    """One measured artifact (a `.keras` or `.tflite` file) in a `Report`.
+
+    Accuracies are fractions in [0, 1] (the table shows them in %); sizes are
+    bytes; latencies are median milliseconds per batch. `ratio` is filled in
+    by the `Report`: the baseline float32 artifact's gzip bytes divided by
+    this artifact's gzip bytes. Any measurement may be `None` (not measured).
+
+    Attributes:
+        name: artifact file name, e.g. `"model_int8.tflite"`.
+        technique: what was done to the model, e.g. `"baseline"`, `"prune 90%"`.
+        fmt: `"keras"`, `"float32"`, `"float16"`, `"dynamic_int8"` or `"int8"`.
+        keras_accuracy: test accuracy of the Keras model the artifact came from.
+        litert_accuracy: test accuracy of the LiteRT artifact itself.
+        raw_bytes: file size.
+        gzip_bytes: gzip-compressed file size (what sparsity buys on disk).
+        ratio: compression ratio against the baseline float32 artifact.
+        latency_b1_ms: median LiteRT latency at batch size 1.
+        latency_b32_ms: median LiteRT latency at batch size 32.
+        params: total parameter count of the model.
+        nonzero: nonzero parameter count.
+        notes: free text.
+
+    Example:
+    >>> row = ArtifactRow("model_int8.tflite", "prune 90%", "int8",
+    ...                   litert_accuracy=0.989, raw_bytes=120_000, gzip_bytes=40_000)
+    """
+
+    name: str
+    technique: str
+    fmt: str
+    keras_accuracy: float | None = None
+    litert_accuracy: float | None = None
+    raw_bytes: int | None = None
+    gzip_bytes: int | None = None
+    ratio: float | None = None
+    latency_b1_ms: float | None = None
+    latency_b32_ms: float | None = None
+    params: int | None = None
+    nonzero: int | None = None
+    notes: str = ""
+
+    @property
+    def accuracy(self):
+        """The accuracy to show for this artifact: LiteRT's if measured, else Keras's."""
+        return self.litert_accuracy if self.litert_accuracy is not None else self.keras_accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the row as a dict of plain values (JSON-able).
+
+        Example:
+        >>> ArtifactRow("model.keras", "baseline", "keras").to_dict()["fmt"]
+        'keras'
+        """
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ArtifactRow":
+        """Builds a row from `to_dict` output; missing optional keys take defaults.
+
+        Args:
+            data: a dict with at least `name`, `technique` and `fmt`.
+
+        Returns:
+            An `ArtifactRow`.
+
+        Raises:
+            TypeError: if `data` is not a dict.
+            ValueError: if `data` holds an unknown key or lacks a required one.
+
+        Example:
+        >>> row = ArtifactRow("a.tflite", "baseline", "float32", gzip_bytes=10)
+        >>> ArtifactRow.from_dict(row.to_dict()) == row
+        True
+        """
+        if not isinstance(data, dict):
+            raise TypeError(
+                f"ArtifactRow.from_dict expects a dict. Received: {type(data).__name__}"
+            )
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ValueError(f"Unknown key(s) for ArtifactRow: {unknown}. Allowed keys: {fields}")
+        missing = [k for k in ("name", "technique", "fmt") if k not in data]
+        if missing:
+            raise ValueError(f"ArtifactRow is missing required key(s): {missing}. Received: {data}")
+        return cls(**data)
+
+
+@dataclasses.dataclass
+class Report:
+    """The measured artifacts of a compression run, and how they were made.
+
+    `ratio` of every row is kept up to date against the reference row: the
+    first float32 row whose technique is `"baseline"`, else the first float32
+    row; without a float32 row every ratio is `None`.
+
+    Attributes:
+        title: a heading for the report.
+        rows: the `ArtifactRow`s, in the order they were added.
+        meta: free-form, JSON-able run metadata (model, dataset, recipe,
+            machine, Keras backend and version, timestamps, fine-tune settings).
+
+    Example:
+    >>> report = Report("LeNet-5 on MNIST", meta={"dataset": "mnist"})
+    >>> report.add(ArtifactRow("baseline_float32.tflite", "baseline", "float32",
+    ...                        litert_accuracy=0.991, gzip_bytes=1_600_000))
+    >>> report.add(ArtifactRow("model_int8.tflite", "prune 90%", "int8",
+    ...                        litert_accuracy=0.990, gzip_bytes=75_000))
+    >>> report.rows[1].ratio
+    21.333333333333332
+    >>> print(report)          # the Markdown table
+    >>> report.write("runs/demo")
+    """
+
+    title: str = "keras-compress report"
+    rows: list[ArtifactRow] = dataclasses.field(default_factory=list)
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        self.rows = [r if isinstance(r, ArtifactRow) else ArtifactRow.from_dict(r) for r in self.rows]
+        self.meta = dict(self.meta or {})
+        self.update_ratios()
+
+    # -- rows -------------------------------------------------------------
+
+    def add(self, row: ArtifactRow) -> ArtifactRow:
+        """Appends a row and recomputes every row's compression ratio.
+
+        Args:
+            row: an `ArtifactRow` (or a dict accepted by `ArtifactRow.from_dict`).
+
+        Returns:
+            The added row, with its `ratio` filled in.
+
+        Raises:
+            TypeError: if `row` is neither an `ArtifactRow` nor a dict.
+
+        Example:
+        >>> report = Report()
+        >>> report.add(ArtifactRow("base.tflite", "baseline", "float32", gzip_bytes=100)).ratio
+        1.0
+        """
+        if isinstance(row, dict):
+            row = ArtifactRow.from_dict(row)
+        if not isinstance(row, ArtifactRow):
+            raise TypeError(
+                f"Report.add expects an ArtifactRow. Received: {type(row).__name__}"
+            )
+        self.rows.append(row)
+        self.update_ratios()
+        return row
+
+    def reference_row(self) -> ArtifactRow | None:
+        """Returns the row ratios are measured against, or `None` when there is none.
+
+        That is the first float32 row of technique `"baseline"`, else the
+        first float32 row.
+
+        Returns:
+            An `ArtifactRow` or `None`.
+
+        Example:
+        >>> Report().reference_row() is None
+        True
+        """
+        float32 = [r for r in self.rows if r.fmt == REFERENCE_FORMAT]
+        for row in float32:
+            if row.technique == REFERENCE_TECHNIQUE:
+                return row
+        return float32[0] if float32 else None
+
+    def update_ratios(self) -> None:
+        """Sets every row's `ratio` = reference gzip bytes / row gzip bytes.
+
+        Rows without a size, or reports without a sized float32 row, get `None`.
+
+        Example:
+        >>> report = Report(rows=[ArtifactRow("a", "baseline", "float32", gzip_bytes=8),
+        ...                       ArtifactRow("b", "prune 50%", "int8", gzip_bytes=2)])
+        >>> report.rows[1].ratio
+        4.0
+        """
+        reference = self.reference_row()
+        base = reference.gzip_bytes if reference is not None else None
+        for row in self.rows:
+            if base and row.gzip_bytes:
+                row.ratio = base / row.gzip_bytes
+            else:
+                row.ratio = None
+
+    # -- serialisation ----------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the report as a JSON-able dict (`version`, `title`, `meta`, `rows`).
+
+        Example:
+        >>> Report("t").to_dict()["rows"]
+        []
+        """
+        self.update_ratios()
+        return {
+            "version": REPORT_VERSION,
+            "title": self.title,
+            "meta": self.meta,
+            "rows": [row.to_dict() for row in self.rows],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Report":
+        """Builds a report from `to_dict` output (for example a loaded `report.json`).
+
+        Args:
+            data: a dict with `rows` and optionally `version`, `title`, `meta`.
+
+        Returns:
+            A `Report`.
+
+        Raises:
+            TypeError: if `data` is not a dict.
+            ValueError: on unknown keys, or a row that `ArtifactRow.from_dict` rejects.
+
+        Example:
+        >>> report = Report("t", [ArtifactRow("a", "baseline", "float32", gzip_bytes=1)])
+        >>> Report.from_dict(report.to_dict()) == report
+        True
+        """
+        if not isinstance(data, dict):
+            raise TypeError(f"Report.from_dict expects a dict. Received: {type(data).__name__}")
+        allowed = ["version", "title", "meta", "rows"]
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise ValueError(f"Unknown key(s) for Report: {unknown}. Allowed keys: {allowed}")
+        rows = data.get("rows", [])
+        if not isinstance(rows, list):
+            raise TypeError(f"Report rows must be a list. Received: {type(rows).__name__}")
+        return cls(
+            title=data.get("title", cls.title),
+            rows=[ArtifactRow.from_dict(r) for r in rows],
+            meta=dict(data.get("meta") or {}),
+        )
+
+    def to_json(self) -> str:
+        """Returns the report as indented JSON text (the content of `report.json`).
+
+        Example:
+        >>> '"rows": []' in Report().to_json()
+        True
+        """
+        return json.dumps(self.to_dict(), indent=2, default=str) + "\n"
+
+    @classmethod
+    def read(cls, path) -> "Report":
+        """Loads a report from a `report.json` file, or from the folder holding one.
+
+        Args:
+            path: path to `report.json` or to a folder written by `write`.
+
+        Returns:
+            A `Report`.
+
+        Raises:
+            FileNotFoundError: if the file does not exist.
+            ValueError: if the file is not a valid report.
+
+        Example:
+        >>> report = Report.read("runs/demo")
+        """
+        if os.path.isdir(path):
+            path = os.path.join(path, JSON_NAME)
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path!r} is not valid JSON: {error}") from None
+        return cls.from_dict(data)
+
+    # -- rendering --------------------------------------------------------
+
+    def _cells(self):
+        self.update_ratios()
+        header = [column for column, _, _ in _COLUMNS]
+        body = [[render(row) for _, render, _ in _COLUMNS] for row in self.rows]
+        numeric = [is_numeric for _, _, is_numeric in _COLUMNS]
+        return header, body, numeric
+
+    def markdown_table(self) -> str:
+        """Returns the rows as an aligned Markdown table, readable as plain text too.
+
+        Accuracy is shown in %, bytes with thousands separators, the ratio
+        as e.g. `21.3x`, latencies in ms; unmeasured values as `-`.
+
+        Returns:
+            The table, one line per row, without a trailing newline.
+
+        Example:
+        >>> print(Report(rows=[ArtifactRow("a.tflite", "baseline", "float32",
+        ...                                gzip_bytes=1234567)]).markdown_table())
+        """
+        header, body, numeric = self._cells()
+        body = [[cell.replace("|", "\\|") for cell in line] for line in body]
+        widths = [max(len(c) for c in column) for column in zip(header, *body)]
+        widths = [max(w, 3) for w in widths]
+
+        def line(cells):
+            padded = [
+                c.rjust(w) if right else c.ljust(w) for c, w, right in zip(cells, widths, numeric)
+            ]
+            return "| " + " | ".join(padded) + " |"
+
+        rule = "|" + "|".join(
+            ("-" * (w + 1) + ":") if right else ("-" * (w + 2)) for w, right in zip(widths, numeric)
+        ) + "|"
+        return "\n".join([line(header), rule] + [line(cells) for cells in body])
+
+    def __str__(self) -> str:
+        return self.markdown_table()
+
+    def markdown(self, plot_name: str | None = PLOT_NAME) -> str:
+        """Returns the full Markdown document: title, metadata, table and plot link.
+
+        Args:
+            plot_name: file name of the plot to link, or `None` for no link.
+
+        Returns:
+            Markdown text ending in a newline.
+
+        Example:
+        >>> Report("Demo").markdown().startswith("# Demo")
+        True
+        """
+        parts = [f"# {self.title}", "", self.markdown_table(), ""]
+        if plot_name:
+            parts += [f"![Size vs accuracy]({plot_name})", ""]
+        reference = self.reference_row()
+        if reference is not None:
+            parts += [f"Ratio: gzip bytes of `{reference.name}` / gzip bytes of the artifact.", ""]
+        if self.meta:
+            parts += ["## Run", ""]
+            for key, value in self.meta.items():
+                if isinstance(value, (dict, list, tuple)):
+                    text = json.dumps(value, indent=2, default=str)
+                    parts += [f"- **{key}**:", "", "  ```json"]
+                    parts += ["  " + text_line for text_line in text.splitlines()]
+                    parts += ["  ```"]
+                else:
+                    parts.append(f"- **{key}**: {value}")
+            parts.append("")
+        return "\n".join(parts)
+
+    def plot(self, path=None) -> bytes:
+        """Draws accuracy (%) against gzip size (bytes, log scale), one labelled point per artifact.
+
+        LiteRT accuracy is used where measured (filled marker), else Keras
+        accuracy (hollow marker); colours distinguish techniques. Rows
+        without a size or any accuracy are left out.
+
+        Args:
+            path: if given, the PNG is also written there (atomically).
+
+        Returns:
+            The PNG bytes.
+
+        Raises:
+            ImportError: if matplotlib is not installed (with an install hint).
+
+        Example:
+        >>> png = report.plot("size_vs_accuracy.png")
+        """
+        try:
+            from matplotlib.figure import Figure
+        except ImportError as error:
+            raise ImportError(f"Plotting the report needs matplotlib. Install it with: {_INSTALL_HINT}") from error
+
+        # The object-oriented API (no pyplot) leaves the caller's matplotlib backend alone.
+        figure = Figure(figsize=(8, 5), dpi=100)
+        axes = figure.add_subplot()
+        points = [r for r in self.rows if r.gzip_bytes and r.gzip_bytes > 0 and r.accuracy is not None]
+        techniques = list(dict.fromkeys(r.technique for r in points))
+        colours = [f"C{i % 10}" for i in range(len(techniques))]
+        for technique, colour in zip(techniques, colours):
+            label = technique
+            for litert in (True, False):
+                group = [r for r in points if r.technique == technique and (r.litert_accuracy is not None) == litert]
+                if not group:
+                    continue
+                axes.scatter(
+                    [r.gzip_bytes for r in group],
+                    [100.0 * r.accuracy for r in group],
+                    s=60,
+                    marker="o" if litert else "s",
+                    edgecolors=colour,
+                    facecolors=colour if litert else "none",
+                    label=label,
+                    zorder=3,
+                )
+                label = None
+        # Alternate label offsets so artifacts of similar size stay readable.
+        for i, row in enumerate(points):
+            axes.annotate(
+                row.name,
+                (row.gzip_bytes, 100.0 * row.accuracy),
+                textcoords="offset points",
+                xytext=(6, 6 if i % 2 == 0 else -12),
+                fontsize=8,
+            )
+        axes.set_xscale("log")
+        axes.set_xlabel("gzip size (bytes, log scale)")
+        axes.set_ylabel("accuracy (%)")
+        axes.set_title(self.title)
+        axes.grid(True, which="both", alpha=0.3)
+        if points:
+            sizes = [r.gzip_bytes for r in points]
+            low, high = min(sizes), max(sizes)
+            axes.set_xlim(low / 1.6, high * 1.6)
+            accuracies = [100.0 * r.accuracy for r in points]
+            spread = max(max(accuracies) - min(accuracies), 0.5)
+            axes.set_ylim(min(accuracies) - 0.3 * spread, min(100.0 + 0.05 * spread, max(accuracies) + 0.3 * spread))
+            axes.legend(loc="lower right", fontsize=8, title="filled: LiteRT, hollow: Keras", title_fontsize=8)
+        else:
+            axes.text(0.5, 0.5, "no measured artifacts", ha="center", va="center", transform=axes.transAxes)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", bbox_inches="tight")
+        png = buffer.getvalue()
+        if path is not None:
+            atomic_write(path, png)
+        return png
+
+    def html(self, png: bytes | None = None) -> str:
+        """Returns a self-contained HTML page: title, table, embedded plot and metadata.
+
+        Args:
+            png: the plot's PNG bytes, embedded as a base64 `data:` URI; `None`
+                for a page without the plot.
+
+        Returns:
+            HTML text.
+
+        Example:
+        >>> page = report.html(report.plot())
+        """
+        header, body, numeric = self._cells()
+        esc = html.escape
+
+        def cells(tag, values):
+            return "".join(
+                f'<{tag} class="num">{esc(v)}</{tag}>' if right else f"<{tag}>{esc(v)}</{tag}>"
+                for v, right in zip(values, numeric)
+            )
+
+        table = ["<table class=\"rows\">", f"<thead><tr>{cells('th', header)}</tr></thead>", "<tbody>"]
+        table += [f"<tr>{cells('td', line)}</tr>" for line in body]
+        table += ["</tbody>", "</table>"]
+        parts = [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            f"<title>{esc(self.title)}</title>",
+            f"<style>{_CSS}</style>",
+            "</head>",
+            "<body>",
+            f"<h1>{esc(self.title)}</h1>",
+            "\n".join(table),
+        ]
+        reference = self.reference_row()
+        if reference is not None:
+            parts.append(
+                f'<p class="note">Ratio: gzip bytes of <code>{esc(reference.name)}</code> '
+                "/ gzip bytes of the artifact.</p>"
+            )
+        if png:
+            data = base64.b64encode(png).decode("ascii")
+            parts.append(
+                f'<figure><img alt="size vs accuracy" src="data:image/png;base64,{data}">'
+                "<figcaption>Accuracy against gzip size (log scale)</figcaption></figure>"
+            )
+        if self.meta:
+            parts.append("<h2>Run</h2>")
+            parts.append('<table class="meta">')
+            for key, value in self.meta.items():
+                if isinstance(value, (dict, list, tuple)):
+                    shown = f"<pre>{esc(json.dumps(value, indent=2, default=str))}</pre>"
+                else:
+                    shown = esc(str(value))
+                parts.append(f"<tr><th>{esc(str(key))}</th><td>{shown}</td></tr>")
+            parts.append("</table>")
+        parts += ["</body>", "</html>", ""]
+        return "\n".join(parts)
+
+    def write(self, out_dir) -> dict[str, str]:
+        """Writes `report.json`, `report.md`, `size_vs_accuracy.png` and `report.html` into `out_dir`.
+
+        Each file is written atomically (temp file in `out_dir`, then
+        `os.replace`). `out_dir` is created if needed. Without matplotlib the
+        PNG is skipped with a warning and the HTML has no plot.
+
+        Args:
+            out_dir: destination folder.
+
+        Returns:
+            A dict mapping `"json"`, `"markdown"`, `"html"` and (when drawn)
+            `"png"` to the written paths.
+
+        Raises:
+            OSError: if `out_dir` cannot be created or written.
+
+        Example:
+        >>> paths = report.write("runs/demo")
+        >>> sorted(paths)
+        ['html', 'json', 'markdown', 'png']
+        """
+        os.makedirs(out_dir, exist_ok=True)
+        paths = {}
+        try:
+            png = self.plot()
+        except ImportError as error:
+            warnings.warn(f"{error}. Skipping {PLOT_NAME}.", stacklevel=2)
+            png = None
+        paths["json"] = atomic_write(os.path.join(out_dir, JSON_NAME), self.to_json())
+        paths["markdown"] = atomic_write(
+            os.path.join(out_dir, MARKDOWN_NAME), self.markdown(PLOT_NAME if png else None)
+        )
+        if png is not None:
+            paths["png"] = atomic_write(os.path.join(out_dir, PLOT_NAME), png)
+        paths["html"] = atomic_write(os.path.join(out_dir, HTML_NAME), self.html(png))
+        return paths
+
+
+# -- cell formatting ------------------------------------------------------
+
+
+def _percent(value):
+    return _MISSING if value is None else f"{100.0 * value:.2f}%"
+
+
+def _count(value):
+    return _MISSING if value is None else f"{int(value):,}"
+
+
+def _ratio(value):
+    return _MISSING if value is None or not math.isfinite(value) else f"{value:.1f}x"
+
+
+def _millis(value):
+    return _MISSING if value is None else f"{value:.3f}"
+
+
+def _nonzero(row):
+    if row.nonzero is None:
+        return _MISSING
+    if row.params:
+        return f"{row.nonzero:,} ({row.nonzero / row.params:.1%})"
+    return f"{row.nonzero:,}"
+
+
+# (header, cell renderer, right-aligned)
+_COLUMNS = (
+    ("Artifact", lambda r: r.name, False),
+    ("Technique", lambda r: r.technique, False),
+    ("Format", lambda r: r.fmt, False),
+    ("Keras acc", lambda r: _percent(r.keras_accuracy), True),
+    ("LiteRT acc", lambda r: _percent(r.litert_accuracy), True),
+    ("Size (bytes)", lambda r: _count(r.raw_bytes), True),
+    ("Gzip (bytes)", lambda r: _count(r.gzip_bytes), True),
+    ("Ratio", lambda r: _ratio(r.ratio), True),
+    ("Latency b1 (ms)", lambda r: _millis(r.latency_b1_ms), True),
+    ("Latency b32 (ms)", lambda r: _millis(r.latency_b32_ms), True),
+    ("Params", lambda r: _count(r.params), True),
+    ("Nonzero", _nonzero, True),
+    ("Notes", lambda r: r.notes or "", False),
+)
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem; color: #222; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
+table { border-collapse: collapse; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; vertical-align: top; }
+thead th { background: #f0f3f7; }
+tbody tr:nth-child(even) { background: #fafafa; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.meta th { background: #f0f3f7; }
+pre { margin: 0; font-size: 0.8rem; }
+figure { margin: 1.5rem 0; } img { max-width: 100%; }
+.note { color: #555; font-size: 0.85rem; }
+""".strip()
