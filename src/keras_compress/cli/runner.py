@@ -182,6 +182,25 @@ def _preflight_prune(model, recipe, configs):
     del clone
 
 
+def _save_for_inference(model, path):
+    """Saves `model` to `.keras` without its optimizer state or compile settings.
+
+    After fine-tuning, Adam's two slots per weight would triple the file and
+    say nothing about the model; Keras ignores `include_optimizer` for
+    `.keras`, so the optimizer is detached for the save and put back after.
+    The file loads as an uncompiled model.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    compiled = getattr(model, "compiled", False)
+    try:
+        model.optimizer = None
+        model.compiled = False
+        model.save(path)
+    finally:
+        model.optimizer = optimizer
+        model.compiled = compiled
+
+
 class _Run:
     """The state of one `run_recipe` call: the model, where it writes and what it measured."""
 
@@ -303,7 +322,7 @@ class _Run:
             bar.set_postfix_str(fmt)
             if fmt == "keras":
                 path = os.path.join(self.work_dir, KERAS_NAME)
-                self.model.save(path)
+                _save_for_inference(self.model, path)
                 self.report.add(ArtifactRow(
                     name=KERAS_NAME, technique=technique, fmt="keras",
                     keras_accuracy=stats["keras_accuracy"], params=stats["params"],

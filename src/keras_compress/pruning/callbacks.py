@@ -45,21 +45,22 @@ class PruningCallback(keras.callbacks.Callback):
         # Rebuild the train step so it sees the current constraints.
         model.make_train_function(force=True)
 
+    # Only a batch-begin hook: a batch-end hook would make Keras turn off its
+    # asynchronous callback dispatch and wait for every step's logs.
     def on_train_batch_begin(self, batch, logs=None):
         due = [state for state in self._states if state.config.should_update(state.step)]
+        for state in self._states:
+            state.step += 1
         if not due:
             return
         model = self.model  # on JAX this syncs the training state into the variables
         for state in due:
-            api.update_masks(state, state.step)
+            step = state.step - 1
+            api.update_masks(state, step)
             if self.verbose:
                 rows = api.pruning_summary(model)
                 mean = sum(r["sparsity"] for r in rows if "sparsity" in r) / max(1, len(rows))
-                print(f"\n[pruning] step {state.step}: mean sparsity {mean:.3f}")
+                print(f"\n[pruning] step {step}: mean sparsity {mean:.3f}")
         if keras.backend.backend() == "jax":
             # JAX's compiled step holds the masks as constants; recompile it.
             model.make_train_function(force=True)
-
-    def on_train_batch_end(self, batch, logs=None):
-        for state in self._states:
-            state.step += 1

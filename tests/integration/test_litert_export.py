@@ -1,0 +1,235 @@
+"""LiteRT export: each format converts, and the artifact agrees with Keras.
+
+Written for any backend: under TensorFlow the export runs in-process, under
+JAX through the TensorFlow subprocess. CI runs it under TensorFlow only.
+"""
+
+import importlib.util
+import os
+
+import keras
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tensorflow
+
+if importlib.util.find_spec("tensorflow") is None:
+    pytest.skip("LiteRT export needs TensorFlow", allow_module_level=True)
+pytest.importorskip("ai_edge_litert")
+
+from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+
+from keras_compress import export  # noqa: E402
+from keras_compress.evaluate import sizes  # noqa: E402
+from keras_compress.export import litert  # noqa: E402
+
+INPUT_SHAPE = (12, 12, 1)
+NUM_CLASSES = 4
+
+
+def _cnn():
+    # Dense(64) on 800 features holds most of the 52k weights, so quantized
+    # weights dominate the file size rather than the flatbuffer's overhead.
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(NUM_CLASSES),
+        ]
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_compress_tests")
+class SubclassedCNN(keras.Model):
+    # No leading underscore: Keras derives the model name, and so TF's root
+    # scope name, from the class name, and TF refuses names starting with "_".
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(4, 3, activation="relu")
+        self.flatten = keras.layers.Flatten()
+        self.dense = keras.layers.Dense(NUM_CLASSES)
+
+    def call(self, inputs):
+        return self.dense(self.flatten(self.conv(inputs)))
+
+
+def _nested():
+    inner = keras.Sequential(
+        [keras.Input(INPUT_SHAPE), keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.Flatten()],
+        name="inner",
+    )
+    inputs = keras.Input(INPUT_SHAPE)
+    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(inner(inputs)))
+
+
+def _subclassed():
+    model = SubclassedCNN()
+    model(np.zeros((1, *INPUT_SHAPE), np.float32))
+    return model
+
+
+def _constrained():
+    # Our pruning code sets `constraint` on the variables it masks.
+    model = _cnn()
+    model.layers[-1].kernel.constraint = keras.constraints.NonNeg()
+    return model
+
+
+def _keras_outputs(model, x):
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    return rng.uniform(0.0, 1.0, (50, *INPUT_SHAPE)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(0)
+    return _cnn()
+
+
+@pytest.fixture(scope="module")
+def artifacts(model, data, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("artifacts")
+    return export.export_all(model, out_dir, export.FORMATS, representative_data=data)
+
+
+def _tensor_dtypes(path):
+    return {detail["dtype"] for detail in Interpreter(model_path=str(path)).get_tensor_details()}
+
+
+def test_export_all_writes_one_file_per_format(artifacts):
+    assert list(artifacts) == list(export.FORMATS)
+    folder = os.path.dirname(artifacts["int8"])
+    assert sorted(os.listdir(folder)) == sorted(f"model_{fmt}.tflite" for fmt in export.FORMATS)
+
+
+def test_float32_artifact_matches_keras(model, data, artifacts):
+    outputs = export.litert_predict(artifacts["float32"], data, batch_size=16)
+    np.testing.assert_allclose(outputs, _keras_outputs(model, data), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fmt, atol", [("float16", 1e-2), ("dynamic_int8", 0.1), ("int8", 0.1)])
+def test_quantized_artifacts_stay_close_to_keras(model, data, artifacts, fmt, atol):
+    outputs = export.litert_predict(artifacts[fmt], data)
+    expected = _keras_outputs(model, data)
+    np.testing.assert_allclose(outputs, expected, atol=atol, rtol=0)
+    agreement = np.mean(outputs.argmax(-1) == expected.argmax(-1))
+    assert agreement >= 0.9
+
+
+def test_int8_artifact_holds_int8_tensors_and_float_io(artifacts):
+    assert np.int8 in _tensor_dtypes(artifacts["int8"])
+    assert np.int8 not in _tensor_dtypes(artifacts["float32"])
+    runtime = export.LiteRTModel(artifacts["int8"])
+    assert runtime.input_dtype == np.float32
+
+
+def test_quantized_artifacts_are_smaller(artifacts):
+    raw = {fmt: sizes(path)["raw_bytes"] for fmt, path in artifacts.items()}
+    assert raw["int8"] < raw["float32"] / 3
+    assert raw["dynamic_int8"] < raw["float32"] / 3
+    assert raw["float16"] < raw["float32"] * 0.6
+
+
+@pytest.mark.parametrize("fmt", ["float32", "int8"])
+def test_batched_accuracy_equals_per_sample_accuracy(model, data, artifacts, fmt):
+    labels = _keras_outputs(model, data).argmax(-1)
+    labels[::3] = (labels[::3] + 1) % NUM_CLASSES  # wrong on a third
+    # 50 samples in batches of 16: the last batch holds 2.
+    batched = export.litert_accuracy(artifacts[fmt], data, labels, batch_size=16)
+    runtime = export.LiteRTModel(artifacts[fmt])
+    per_sample = np.mean([runtime.predict(sample[None]).argmax(-1)[0] == label
+                          for sample, label in zip(data, labels)])
+    assert batched == pytest.approx(per_sample)
+    assert 0.5 < batched < 0.9
+
+
+def test_int8_io_artifact_takes_int8_and_predicts_floats(model, data, tmp_path):
+    path = export.export_litert(model, tmp_path / "io.tflite", "int8",
+                                representative_data=data, int8_io=True)
+    runtime = export.LiteRTModel(path)
+    assert runtime.input_dtype == np.int8
+    outputs = runtime.predict(data, batch_size=32)
+    assert outputs.dtype == np.float32
+    assert np.mean(outputs.argmax(-1) == _keras_outputs(model, data).argmax(-1)) >= 0.9
+
+
+def test_latency_is_a_positive_number_of_seconds(artifacts):
+    seconds = export.litert_latency(artifacts["int8"], batch_size=2, runs=3, warmup=1, num_threads=1)
+    assert 0.0 < seconds < 1.0
+
+
+@pytest.mark.parametrize("build", [_nested, _subclassed, _constrained],
+                         ids=["sequential_in_functional", "subclassed", "with_constraint"])
+def test_model_kinds_export_and_match_keras(build, data, tmp_path):
+    model = build()
+    path = export.export_litert(model, tmp_path / "model.tflite")
+    outputs = export.litert_predict(path, data)
+    np.testing.assert_allclose(outputs, _keras_outputs(model, data), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "path_name, kwargs, message",
+    [
+        ("m.tflite", {"fmt": "int4"}, "Allowed"),
+        ("m.tfl", {}, "must end with '.tflite'"),
+        ("m.tflite", {"fmt": "int8"}, "needs representative_data"),
+        ("m.tflite", {"fmt": "int8", "representative_data": np.zeros((0, *INPUT_SHAPE))},
+         "calibration sample is empty"),
+        ("m.tflite", {"fmt": "int8", "representative_data": np.zeros((4, 12, 12))},
+         r"\(12, 12\) does not fit .* \(12, 12, 1\)"),
+        ("m.tflite", {"fmt": "int8", "representative_data": np.full((4, *INPUT_SHAPE), np.nan)},
+         "finite"),
+        ("m.tflite", {"fmt": "int8", "representative_data": np.full((4, *INPUT_SHAPE), np.inf)},
+         "finite"),
+        ("m.tflite", {"fmt": "int8", "representative_data": np.full((4, *INPUT_SHAPE), "a")},
+         "numeric"),
+        ("m.tflite", {"fmt": "float32", "int8_io": True}, "int8_io"),
+        ("m.tflite", {"fmt": "int8", "representative_data": np.zeros((4, *INPUT_SHAPE)),
+                      "num_calibration_samples": 0}, "num_calibration_samples"),
+    ],
+    ids=["unknown_format", "bad_suffix", "no_calibration", "empty_calibration",
+         "misshapen_calibration", "nan_calibration", "inf_calibration", "text_calibration",
+         "int8_io_without_int8", "zero_calibration_samples"],
+)
+def test_bad_arguments_raise_and_write_nothing(model, tmp_path, path_name, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        export.export_litert(model, tmp_path / path_name, **kwargs)
+    assert os.listdir(tmp_path) == []
+
+
+def test_export_all_validates_every_format_before_writing(model, tmp_path):
+    with pytest.raises(ValueError, match="Allowed"):
+        export.export_all(model, tmp_path, ["float32", "int3"])
+    with pytest.raises(ValueError, match="needs representative_data"):
+        export.export_all(model, tmp_path, ["float32", "int8"])
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_conversion_leaves_no_partial_file(model, tmp_path, monkeypatch):
+    def write_half_then_fail(model, job_or_jobs, out_path_or_paths):
+        paths = out_path_or_paths if isinstance(out_path_or_paths, list) else [out_path_or_paths]
+        for path in paths:
+            with open(path, "wb") as f:
+                f.write(b"half an artifact")
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setattr(litert, "_convert_in_process", write_half_then_fail)
+    monkeypatch.setattr(litert, "_convert_in_subprocess", write_half_then_fail)
+    target = tmp_path / "model.tflite"
+    target.write_bytes(b"previous artifact")
+    with pytest.raises(RuntimeError, match="converter crashed"):
+        export.export_litert(model, target)
+    assert os.listdir(tmp_path) == ["model.tflite"]
+    assert target.read_bytes() == b"previous artifact"
+
+
+def test_litert_predict_rejects_misshapen_input(artifacts):
+    with pytest.raises(ValueError, match=r"\(12, 12\) does not fit .* \(12, 12, 1\)"):
+        export.litert_predict(artifacts["float32"], np.zeros((2, 12, 12), np.float32))
