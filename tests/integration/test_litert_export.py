@@ -57,7 +57,11 @@ class SubclassedCNN(keras.Model):
 
 def _nested():
     inner = keras.Sequential(
-        [keras.Input(INPUT_SHAPE), keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.Flatten()],
+        [
+            keras.Input(INPUT_SHAPE),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.Flatten(),
+        ],
         name="inner",
     )
     inputs = keras.Input(INPUT_SHAPE)
@@ -161,7 +165,9 @@ def test_int8_io_artifact_takes_int8_and_predicts_floats(model, data, tmp_path):
 
 
 def test_latency_is_a_positive_number_of_seconds(artifacts):
-    seconds = export.litert_latency(artifacts["int8"], batch_size=2, runs=3, warmup=1, num_threads=1)
+    seconds = export.litert_latency(
+        artifacts["int8"], batch_size=2, runs=3, warmup=1, num_threads=1
+    )
     assert 0.0 < seconds < 1.0
 
 

@@ -62,7 +62,9 @@ def test_keras_accuracy_accepts_column_labels():
 
 
 def test_keras_accuracy_names_both_shapes_on_mismatch():
-    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(2)]
+    )
     x = np.zeros((2, 4, 4), np.float32)
     with pytest.raises(ValueError, match=r"\(4, 4\) does not fit .* \(4, 4, 1\)"):
         evaluate.keras_accuracy(model, x, np.zeros(2, int))

@@ -1,0 +1,26 @@
+import os
+import subprocess
+import sys
+
+import keras_compress
+
+
+def test_public_names_are_pinned():
+    assert sorted(keras_compress.__all__) == sorted([
+        "PruneConfig", "PruningCallback", "__version__", "datasets", "evaluate",
+        "is_pruned", "prune", "pruning_summary", "schedules", "strip", "zoo",
+    ])
+    for name in keras_compress.__all__:
+        assert hasattr(keras_compress, name), name
+
+
+def test_import_does_not_load_tensorflow_under_another_backend():
+    code = (
+        "import sys, keras_compress, keras_compress.cli.main, keras_compress.core.report;"
+        "import keras_compress.pruning, keras_compress.zoo;"
+        "heavy = [m for m in ('tensorflow', 'ai_edge_litert') if m in sys.modules];"
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
