@@ -47,8 +47,7 @@ def _check_fits(sample_shape, expected_shape, what="data"):
         raise ValueError(
             f"{what} shape {sample_shape} does not fit the model's input shape "
             f"{expected_shape} (batch axis excluded). Reshape the data, e.g. "
-            "x[..., None] to add a channel axis. "
-            f"Received: per-sample shape={sample_shape}"
+            "x[..., None] to add a channel axis."
         )
 
 

@@ -282,6 +282,29 @@ def _import_modules_named_in(keras_path):
             importlib.import_module(module)
 
 
+def _call_once_if_subclassed(model):
+    """Calls a reloaded subclassed model once on zeros of its build shape.
+
+    Keras exports a subclassed model only once it has been called (that is
+    how it learns the input signature); loading builds it but does not call
+    it. Sequential and Functional models carry their inputs and need nothing.
+    """
+    import keras
+
+    try:
+        model.inputs
+        return
+    except AttributeError:
+        pass
+    input_shape = (model.get_build_config() or {}).get("input_shape")
+    if not isinstance(input_shape, (list, tuple)) or not all(
+        d is None or isinstance(d, int) for d in input_shape
+    ):
+        return  # nested or unknown input structure: let Keras's export report it
+    shape = [1] + [1 if d is None else d for d in input_shape[1:]]
+    model(keras.ops.zeros(shape, dtype=model.input_dtype), training=False)
+
+
 def _child_main(spec):
     """Entry point of the TensorFlow-backend export subprocess."""
     import keras
@@ -289,6 +312,7 @@ def _child_main(spec):
     _import_modules_named_in(spec["model"])
     # safe_mode=False: the file was written a moment ago by our own parent.
     model = keras.saving.load_model(spec["model"], compile=False, safe_mode=False)
+    _call_once_if_subclassed(model)
     for item in spec["jobs"]:
         calibration = np.load(item["calibration"]) if item["calibration"] else None
         job = _Job(item["fmt"], item["path"], calibration, item["int8_io"])
@@ -502,7 +526,9 @@ def export_all(model, out_dir, formats, representative_data=None, stem="model"):
     for fmt in formats:
         _check_format(fmt)
     if not isinstance(stem, str) or not stem or os.sep in stem or (os.altsep and os.altsep in stem):
-        raise ValueError(f"stem must be a non-empty file name without folders. Received: stem={stem!r}")
+        raise ValueError(
+            f"stem must be a non-empty file name without folders. Received: stem={stem!r}"
+        )
     out_dir = os.fspath(out_dir)
     _check_model(model)
     calibration = None
@@ -570,7 +596,10 @@ class LiteRTModel:
         self._interpreter.allocate_tensors()
 
     def __repr__(self):
-        return f"LiteRTModel({self.path!r}, input_shape={self.input_shape}, input_dtype={self.input_dtype.__name__})"
+        return (
+            f"LiteRTModel({self.path!r}, input_shape={self.input_shape}, "
+            f"input_dtype={np.dtype(self.input_dtype).name})"
+        )
 
     @property
     def input_shape(self):
