@@ -14,6 +14,7 @@ anything is written. Errors are reported as one line on stderr,
 import argparse
 import os
 import sys
+import zipfile
 
 from keras_compress.cli.recipe import DATASETS, DEMO_RECIPE, LITERT_FORMATS, RecipeError, load_recipe
 
@@ -32,8 +33,6 @@ _MAX_MESSAGE = 1000
 
 def _one_line(error):
     text = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, KeyError):  # str(KeyError) is the quoted key alone
-        text = f"KeyError: {text}"
     if len(text) > _MAX_MESSAGE:
         text = text[: _MAX_MESSAGE - 40] + " ... (--traceback for the full message)"
     return text
@@ -72,6 +71,12 @@ def load_model(path):
         raise FileNotFoundError(f"model file not found: {path!r}")
     if os.path.isdir(path):
         raise ValueError(f"cannot load model {path!r}: it is a folder, expected a .keras file")
+    # Keras reports a damaged archive as "File not found"; say what is wrong.
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"cannot load model {path!r}: not a .keras archive (not a zip file; is it truncated or "
+            "another format?)"
+        )
     import keras
 
     try:
@@ -156,6 +161,12 @@ def _cmd_evaluate(args):
     else:
         from keras_compress.export import litert
 
+        try:
+            litert.LiteRTModel(path)
+        except ImportError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the interpreter raises many types on a bad file
+            raise ValueError(f"cannot load LiteRT model {path!r}: {_one_line(error)}") from None
         _, (x_test, y_test) = load_data(args.data, args.subset)
         accuracy = litert.litert_accuracy(path, x_test, y_test)
         counts = None
@@ -174,8 +185,8 @@ def _cmd_export(args):
 
     if args.format == "int8" and not args.data:
         raise ValueError("--format int8 needs --data: full-integer quantization is calibrated on real samples")
-    if os.path.isdir(args.out):
-        raise ValueError(f"--out must be a file path, not a folder. Received: {args.out!r}")
+    if not args.out.endswith(".tflite") or os.path.isdir(args.out):
+        raise ValueError(f"--out must be a file path ending with .tflite. Received: {args.out!r}")
     model = load_model(args.model)
     data = None
     if args.data:
@@ -240,7 +251,8 @@ def demo_baseline(epochs=DEMO_BASELINE_EPOCHS, data=None, subset=None, progress=
 
     from keras_compress import zoo
 
-    name = f"{DEMO_MODEL}-{DEMO_DATA}-e{epochs}" + (f"-s{subset}" if subset else "") + f"-{keras.backend.backend()}.keras"
+    subset_key = f"-s{subset}" if subset else ""
+    name = f"{DEMO_MODEL}-{DEMO_DATA}-e{epochs}{subset_key}-{keras.backend.backend()}.keras"
     path = os.path.join(cache_dir(), name)
     if os.path.isfile(path):
         try:
@@ -332,7 +344,8 @@ def build_parser():
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("demo", help="train LeNet-5 on MNIST (cached), prune it to 90%% and export it")
-    p.add_argument("--out", default=os.path.join("runs", "demo"), metavar="DIR", help="output folder (default: runs/demo)")
+    p.add_argument("--out", default=os.path.join("runs", "demo"), metavar="DIR",
+                   help="output folder (default: runs/demo)")
     p.add_argument("--epochs", type=_positive_int, default=DEMO_BASELINE_EPOCHS, metavar="N",
                    help=f"training epochs of the baseline (default: {DEMO_BASELINE_EPOCHS})")
     p.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N train and test samples")
@@ -361,7 +374,8 @@ def main(argv=None):
     >>> main(["evaluate", "lenet5.keras", "--data", "mnist"])
     0
     """
-    # Silence TensorFlow's C++ start-up logging unless the user chose a level.
+    # Quiets TensorFlow's C++ logging if TensorFlow is not loaded yet (under
+    # the TensorFlow backend `import keras` has loaded it already).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     try:

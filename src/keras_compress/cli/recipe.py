@@ -81,6 +81,7 @@ class PruneStep:
 
     @property
     def name(self):
+        """The step's name in a recipe: `"prune"`."""
         return "prune"
 
     @property
@@ -137,6 +138,7 @@ class FinetuneStep:
 
     @property
     def name(self):
+        """The step's name in a recipe: `"finetune"`."""
         return "finetune"
 
     def steps_per_epoch(self, num_samples: int) -> int:
@@ -165,6 +167,7 @@ class StripStep:
 
     @property
     def name(self):
+        """The step's name in a recipe: `"strip"`."""
         return "strip"
 
     def to_dict(self):
@@ -186,6 +189,7 @@ class ExportStep:
 
     @property
     def name(self):
+        """The step's name in a recipe: `"export"`."""
         return "export"
 
     def to_dict(self):
@@ -215,12 +219,8 @@ class Recipe:
 
     @property
     def export_step(self):
-        """The recipe's `ExportStep`, or `None` when it has none."""
+        """The recipe's `ExportStep`, or `None` when it has none (the runner then exports with defaults)."""
         return next((s for s in self.steps if isinstance(s, ExportStep)), None)
-
-    def finetune_steps(self, after=0):
-        """The `FinetuneStep`s at index `after` or later (0-based)."""
-        return [s for s in self.steps[after:] if isinstance(s, FinetuneStep)]
 
     def to_dict(self):
         """Returns a plain dict that `load_recipe` (via YAML) reads back to an equal recipe.
@@ -331,14 +331,16 @@ def _parse_prune(where, body):
         elif key == "frequency":
             settings[key] = _as_int(where, key, value, minimum=1)
         elif key == "end_step":
-            if value is not None and value != AUTO:
-                _as_int(where, key, value, minimum=0)
+            if value is not None and value != AUTO and (not _is_int(value) or value < 0):
+                _fail(where, f"'end_step' must be an integer >= 0, null or 'auto'. "
+                             f"Received: end_step={value!r} ({_type_name(value)})")
             settings[key] = value
         elif key in ("schedule", "pattern"):
             settings[key] = _as_string(where, key, value)
         elif key == "block_shape":
             if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(_is_int(v) for v in value):
-                _fail(where, f"'block_shape' must be a list of two integers, e.g. [1, 4]. Received: block_shape={value!r}")
+                _fail(where, "'block_shape' must be a list of two integers, e.g. [1, 4]. "
+                             f"Received: block_shape={value!r}")
             settings[key] = tuple(value)
         elif key == "layer_targets":
             if value is not None:
@@ -375,14 +377,16 @@ def _parse_export(where, body):
     if isinstance(formats, str):
         formats = [formats]
     if not isinstance(formats, list) or not formats:
-        _fail(where, f"'formats' must be a non-empty list drawn from {list(EXPORT_FORMATS)}. Received: formats={formats!r}")
+        _fail(where, f"'formats' must be a non-empty list drawn from {list(EXPORT_FORMATS)}. "
+                     f"Received: formats={formats!r}")
     for fmt in formats:
         if fmt not in EXPORT_FORMATS:
             _fail(where, f"unknown export format {fmt!r}. Allowed formats: {list(EXPORT_FORMATS)}")
     duplicates = sorted({fmt for fmt in formats if formats.count(fmt) > 1})
     if duplicates:
         _fail(where, f"export format(s) listed twice: {duplicates}")
-    samples = _as_int(where, "calibration_samples", body.get("calibration_samples", defaults.calibration_samples), minimum=1)
+    samples = body.get("calibration_samples", defaults.calibration_samples)
+    samples = _as_int(where, "calibration_samples", samples, minimum=1)
     return ExportStep(tuple(formats), samples)
 
 
@@ -441,7 +445,7 @@ def _check_order(steps):
 
 
 def _read_source(path_or_text):
-    """Returns (text, source label) for a path or YAML text."""
+    """Returns (text, path) for a path, or (text, None) for YAML text."""
     if isinstance(path_or_text, os.PathLike):
         path = os.fspath(path_or_text)
     elif isinstance(path_or_text, str):
@@ -449,7 +453,7 @@ def _read_source(path_or_text):
             os.path.isfile(path_or_text) or path_or_text.lower().endswith((".yaml", ".yml"))
         )
         if not looks_like_path:
-            return path_or_text, "<text>"
+            return path_or_text, None
         path = path_or_text
     else:
         raise TypeError(
@@ -531,7 +535,8 @@ def load_recipe(path_or_text) -> Recipe:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         detail = " ".join(str(error).split())
-        raise RecipeError(f"recipe {source} is not valid YAML: {detail}") from None
+        where = "recipe" if source is None else f"recipe {source!r}"
+        raise RecipeError(f"{where} is not valid YAML: {detail}") from None
     return parse_recipe(data)
 
 

@@ -447,6 +447,7 @@ class Report:
         """
         try:
             from matplotlib.figure import Figure
+            from matplotlib.ticker import FuncFormatter
         except ImportError as error:
             raise ImportError(f"Plotting the report needs matplotlib. Install it with: {_INSTALL_HINT}") from error
 
@@ -483,6 +484,7 @@ class Report:
                 fontsize=8,
             )
         axes.set_xscale("log")
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _human_bytes(value)))
         axes.set_xlabel("gzip size (bytes, log scale)")
         axes.set_ylabel("accuracy (%)")
         axes.set_title(self.title)
@@ -606,6 +608,13 @@ class Report:
 
 
 # -- cell formatting ------------------------------------------------------
+
+
+def _human_bytes(value):
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:g} {unit}"
+    return f"{value:g} B"
 
 
 def _percent(value):
