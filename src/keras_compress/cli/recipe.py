@@ -561,7 +561,7 @@ def resolve_auto_end_step(step: PruneStep, finetune_steps, num_samples: int) -> 
 
 
 DEMO_RECIPE = """\
-# keras-compress demo: LeNet-5 on MNIST, pruned to 90% while fine-tuning,
+# keras-compress demo: LeNet-5 on MNIST, pruned to over 90% while fine-tuning,
 # then exported as Keras, float32 LiteRT and full-integer int8 LiteRT.
 model: lenet5
 data: mnist
@@ -573,6 +573,10 @@ steps:
       begin_step: 0
       end_step: auto            # 2/3 of the fine-tuning steps; the rest recovers
       frequency: 50
+      # Per-layer targets, as Deep Compression found for LeNet-5: the first
+      # conv (500 weights) is fragile, fc1 (400,000) is most of the model.
+      # Overall sparsity: 92.2%.
+      layer_targets: {conv1: 0.5, conv2: 0.85, fc1: 0.93, fc2: 0.8}
   - finetune:
       epochs: 3
       batch_size: 128
