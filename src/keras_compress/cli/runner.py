@@ -132,11 +132,14 @@ def _versions():
 def _technique(config):
     if config.pattern == "n:m":
         label = f"prune {config.n}:{config.m}"
+    elif config.layer_targets:
+        values = [config.target_sparsity, *config.layer_targets.values()]
+        label = f"prune {round(100 * min(values), 1):g}-{round(100 * max(values), 1):g}% per layer"
     else:
         label = f"prune {round(100 * config.target_sparsity, 1):g}%"
-        if config.pattern == "block":
-            label += f" block {config.block_shape[0]}x{config.block_shape[1]}"
-    return label + (" (per-layer)" if config.layer_targets else "")
+    if config.pattern == "block":
+        label += f" block {config.block_shape[0]}x{config.block_shape[1]}"
+    return label
 
 
 def _resolve_prune_configs(recipe, num_samples):
