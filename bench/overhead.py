@@ -1,8 +1,8 @@
 """Training overhead of pruning: epoch time of a pruning fit over a plain fit.
 
 Both fits start from the same weights, use the same optimizer, batch size and
-data, and alternate in one process so that the machine's state affects both
-alike. The first epoch of each (tracing, compilation) is not timed.
+data, and alternate epoch by epoch in one process so that the machine's state
+affects both alike. The first epoch of each (tracing, compilation) is not timed.
 
     python bench/overhead.py --model lenet5 --batch-size 128 --repeats 3
 """
@@ -19,49 +19,57 @@ import numpy as np
 import keras_compress as kc
 
 
-class EpochTimer(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.times = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
-
-
-def timed_fit(model_name, weights, x, y, batch_size, epochs, pruned):
-    model = kc.zoo.build(model_name)
-    model.set_weights(weights)
-    if pruned:
-        steps = epochs * (-(-len(x) // batch_size))
-        kc.prune(model, kc.PruneConfig(0.9, schedule="polynomial", initial_sparsity=0.5,
-                                       end_step=steps, frequency=100))
-    kc.zoo.compile_for_classification(model, 1e-3)
-    timer = EpochTimer()
-    callbacks = [timer] + ([kc.PruningCallback()] if pruned else [])
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=callbacks)
-    return timer.times[1:]  # the first epoch traces and compiles
+def _epoch_seconds(model, x, y, batch_size, callbacks):
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=callbacks)
+    return time.perf_counter() - start
 
 
 def measure(model_name="lenet5", samples=20000, batch_size=128, epochs=3, repeats=3):
+    """Median over paired epochs of (pruning epoch time / plain epoch time).
+
+    Both models are built, compiled and warmed up (one untimed epoch, which
+    traces and compiles) first; then each round times one plain epoch and
+    one pruning epoch back to back, in alternating order, so that drift in
+    the machine's speed (a shared VM) hits both sides of each pair alike.
+    `epochs * repeats` pairs are timed. The pruning schedule runs across the
+    rounds, as it does across any series of `fit` calls.
+    """
     (x, y), _ = kc.datasets.load("mnist")
     x, y = x[:samples], y[:samples]
     keras.utils.set_random_seed(0)
     weights = kc.zoo.build(model_name).get_weights()
-    plain, pruning = [], []
-    for _ in range(repeats):
-        plain += timed_fit(model_name, weights, x, y, batch_size, epochs, pruned=False)
-        pruning += timed_fit(model_name, weights, x, y, batch_size, epochs, pruned=True)
+    rounds = max(1, epochs * repeats)
+    steps = (rounds + 1) * (-(-len(x) // batch_size))
+    models = {}
+    for kind in ("plain", "pruning"):
+        model = kc.zoo.build(model_name)
+        model.set_weights(weights)
+        callbacks = []
+        if kind == "pruning":
+            kc.prune(model, kc.PruneConfig(0.9, schedule="polynomial", initial_sparsity=0.5,
+                                           end_step=2 * steps // 3, frequency=100))
+            callbacks = [kc.PruningCallback()]
+        kc.zoo.compile_for_classification(model, 1e-3)
+        _epoch_seconds(model, x, y, batch_size, callbacks)  # warm-up: tracing
+        models[kind] = (model, callbacks)
+    plain, pruning, ratios = [], [], []
+    for i in range(rounds):
+        order = ("plain", "pruning") if i % 2 == 0 else ("pruning", "plain")
+        times = {kind: _epoch_seconds(models[kind][0], x, y, batch_size, models[kind][1]) for kind in order}
+        plain.append(times["plain"])
+        pruning.append(times["pruning"])
+        ratios.append(times["pruning"] / times["plain"])
     return {
         "model": model_name,
         "backend": keras.backend.backend(),
         "samples": samples,
         "batch_size": batch_size,
+        "pairs": rounds,
         "plain_epoch_s": statistics.median(plain),
         "pruning_epoch_s": statistics.median(pruning),
-        "overhead": statistics.median(pruning) / statistics.median(plain),
+        "overhead": statistics.median(ratios),
+        "overhead_min_max": [min(ratios), max(ratios)],
     }
 
 

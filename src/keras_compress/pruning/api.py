@@ -63,6 +63,7 @@ class PruningState:
     weights: list
     skipped: list
     step: int = 0
+    needs_retrace: bool = True
 
 
 def _layer_target(config, ref):

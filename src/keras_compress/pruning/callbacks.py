@@ -42,8 +42,12 @@ class PruningCallback(keras.callbacks.Callback):
                 f"PruningCallback found no pruned layers in model {model.name!r}: "
                 "call keras_compress.prune(model, config) before fit."
             )
-        # Rebuild the train step so it sees the current constraints.
-        model.make_train_function(force=True)
+        # A train step traced before `prune` set the mask constraints would
+        # not apply them: rebuild it once, not on every `fit` (tracing costs).
+        if any(state.needs_retrace for state in self._states):
+            model.make_train_function(force=True)
+            for state in self._states:
+                state.needs_retrace = False
 
     # Only a batch-begin hook: a batch-end hook would make Keras turn off its
     # asynchronous callback dispatch and wait for every step's logs.

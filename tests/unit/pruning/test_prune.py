@@ -196,3 +196,26 @@ def test_callback_without_pruned_model_fails_loudly():
     x, y = builders.dense_data(8)
     with pytest.raises(ValueError, match="found no pruned layers"):
         model.fit(x, y, verbose=0, callbacks=[kc.PruningCallback()])
+
+
+def test_a_model_trained_before_pruning_keeps_its_zeros_in_later_fits():
+    model = builders.compile_tiny(builders.functional())
+    x, y = builders.dense_data(32)
+    model.fit(x, y, batch_size=8, verbose=0)  # traces a train step without masks
+    kc.prune(model, kc.PruneConfig(0.6))
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[kc.PruningCallback()])
+    for row in kc.pruning_summary(model):
+        if "sparsity" in row:
+            assert row["sparsity"] == pytest.approx(0.6)
+
+
+def test_later_fit_calls_reuse_the_compiled_train_step():
+    if keras.backend.backend() == "jax":
+        pytest.skip("JAX recompiles after each mask update by design (masks are constants there)")
+    model = builders.compile_tiny(builders.functional())
+    kc.prune(model, kc.PruneConfig(0.5))
+    x, y = builders.dense_data(16)
+    model.fit(x, y, batch_size=8, verbose=0, callbacks=[kc.PruningCallback()])
+    first = model.train_function
+    model.fit(x, y, batch_size=8, verbose=0, callbacks=[kc.PruningCallback()])
+    assert model.train_function is first
