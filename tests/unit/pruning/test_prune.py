@@ -206,7 +206,7 @@ def test_a_model_trained_before_pruning_keeps_its_zeros_in_later_fits():
     model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[kc.PruningCallback()])
     for row in kc.pruning_summary(model):
         if "sparsity" in row:
-            assert row["sparsity"] == pytest.approx(0.6)
+            assert row["sparsity"] == pytest.approx(0.6, abs=0.005)
 
 
 def test_later_fit_calls_reuse_the_compiled_train_step():
