@@ -54,6 +54,7 @@ def attention_model():
     return keras.Model(inputs, outputs)
 
 
+@keras.saving.register_keras_serializable(package="tests")
 class TinySubclassed(keras.Model):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

@@ -4,19 +4,18 @@ Importing it loads Keras and NumPy only; TensorFlow is imported by export.
 """
 
 from keras_compress import datasets, evaluate, zoo
-from keras_compress.pruning import (
-    PruneConfig,
-    PruningCallback,
-    is_pruned,
-    prune,
-    pruning_summary,
-    schedules,
-    strip,
-)
+from keras_compress.clustering import ClusterConfig, ClusteringCallback, cluster, clustering_summary, is_clustered
+from keras_compress.core.state import strip
+from keras_compress.pruning import PruneConfig, PruningCallback, is_pruned, prune, pruning_summary, schedules
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClusterConfig",
+    "ClusteringCallback",
+    "cluster",
+    "clustering_summary",
+    "is_clustered",
     "PruneConfig",
     "PruningCallback",
     "__version__",

@@ -7,6 +7,7 @@ import keras_compress
 
 def test_public_names_are_pinned():
     assert sorted(keras_compress.__all__) == sorted([
+        "ClusterConfig", "ClusteringCallback", "cluster", "clustering_summary", "is_clustered",
         "PruneConfig", "PruningCallback", "__version__", "datasets", "evaluate",
         "is_pruned", "prune", "pruning_summary", "schedules", "strip", "zoo",
     ])

@@ -17,6 +17,7 @@ import numpy as np
 from keras import ops
 
 from keras_compress.core import walk
+from keras_compress.core.state import attach, detach, register_stripper, reset_train_function
 from keras_compress.ops import masks as mask_ops
 from keras_compress.pruning.config import PruneConfig
 
@@ -95,13 +96,6 @@ def is_pruned(model):
     return any(get_state(layer) is not None for layer in walk.iter_layers(model))
 
 
-def _reset_train_function(model):
-    # A train step compiled before the constraints changed would keep the
-    # old ones; Keras rebuilds it on the next `fit`.
-    if getattr(model, "train_function", None) is not None:
-        model.train_function = None
-
-
 def update_masks(state, step):
     """Recomputes every mask for training step `step` and zeroes the weights."""
     for pruned in state.weights:
@@ -173,13 +167,14 @@ def prune(model, config=None, layers=None):
     for pruned in weights:
         pruned.variable.constraint = MaskConstraint(pruned.mask, pruned.inner_constraint)
     state = PruningState(config, weights, skipped)
-    object.__setattr__(model, _STATE_ATTR, state)
+    attach(model, _STATE_ATTR, state)
     if config.should_update(0):
         update_masks(state, 0)
-    _reset_train_function(model)
+    reset_train_function(model)
     return model
 
 
+@register_stripper
 def strip(model):
     """Removes pruning state, leaving a plain Keras model with its zeros.
 
@@ -206,9 +201,9 @@ def strip(model):
             variable = pruned.variable
             variable.assign(variable.value * ops.cast(pruned.mask.value, variable.dtype))
             variable.constraint = pruned.inner_constraint
-        object.__delattr__(layer, _STATE_ATTR)
-        _reset_train_function(layer)
-    _reset_train_function(model)
+        detach(layer, _STATE_ATTR)
+        reset_train_function(layer)
+    reset_train_function(model)
     return model
 
 

@@ -1,0 +1,246 @@
+"""`cluster`: weight sharing for Keras 3 with no wrapper layers.
+
+Each chosen weight tensor is replaced by `num_clusters` shared values (per
+tensor or per output channel). Training keeps it shared without changing the
+layers: the weight's `constraint` replaces, after every optimizer step, each
+weight by the mean of its cluster. For plain SGD that moves each shared
+value by the mean of its members' gradients (the centroid gradient of Deep
+Compression divided by the cluster's size: a per-cluster learning rate);
+other optimizers move it by the mean of their per-weight updates. Pruned
+zeros form a segment of their own that stays exactly zero.
+"""
+
+import dataclasses
+
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_compress.clustering.config import ClusterConfig
+from keras_compress.core import walk
+from keras_compress.core.state import attach, detach, register_stripper, reset_train_function
+from keras_compress.ops import kmeans as km
+from keras_compress.pruning import api as pruning_api
+
+_STATE_ATTR = "_keras_compress_clustering"
+
+
+class SharedValueConstraint:
+    """Sets every weight to its cluster's mean, after the wrapped constraint."""
+
+    def __init__(self, segments, counts, inner=None):
+        self.segments = segments
+        self.counts = counts
+        self.inner = inner
+
+    def __call__(self, weight):
+        if self.inner is not None:
+            weight = self.inner(weight)
+        return km.shared_values(weight, self.segments, self.counts)
+
+
+@dataclasses.dataclass
+class ClusteredWeight:
+    ref: walk.WeightRef
+    segments: keras.Variable  # int32, shape of the weight
+    counts: keras.Variable  # float32, (num_segments,)
+    inner_constraint: object
+
+    @property
+    def variable(self):
+        return self.ref.variable
+
+
+@dataclasses.dataclass
+class ClusteringState:
+    config: ClusterConfig
+    weights: list
+    skipped: list
+    step: int = 0
+    needs_retrace: bool = True
+
+
+def get_state(model):
+    """The `ClusteringState` attached to `model` by `cluster`, or None."""
+    return getattr(model, _STATE_ATTR, None)
+
+
+def is_clustered(model):
+    """Whether `model` (or a model inside it) is being clustered and not stripped."""
+    return any(get_state(layer) is not None for layer in walk.iter_layers(model))
+
+
+def segments_for(weight, config):
+    """Clusters one weight tensor.
+
+    Returns:
+        `(segments, counts, shared)`: int32 segment of each weight (cluster,
+        offset by channel when per channel; the last segment holds pruned
+        zeros), float32 members per segment, and the clustered tensor.
+    """
+    values = np.asarray(ops.convert_to_numpy(weight), np.float32)
+    k = config.num_clusters
+    channels = values.shape[-1] if config.per_channel else 1
+    matrix = values.reshape(-1, channels)
+    num_segments = k * channels + 1
+    segments = np.full(matrix.shape, num_segments - 1, np.int32)
+    for channel in range(channels):
+        column = matrix[:, channel]
+        keep = column != 0 if config.preserve_sparsity else np.ones(column.shape, bool)
+        members = column[keep]
+        if members.size == 0:
+            continue
+        clusters = min(k, members.size)
+        centroids = km.init_centroids(members, clusters, config.init, seed=config.seed + channel)
+        _, labels = km.kmeans(members, centroids, config.kmeans_iterations)
+        segments[keep, channel] = np.asarray(ops.convert_to_numpy(labels)) + channel * k
+    segments = segments.reshape(values.shape)
+    counts = np.bincount(segments.reshape(-1), minlength=num_segments).astype(np.float32)
+    shared = km.shared_values(values, segments, counts)
+    return segments, counts, shared
+
+
+def _recluster(state):
+    for clustered in state.weights:
+        segments, counts, shared = segments_for(clustered.variable.value, state.config)
+        clustered.segments.assign(segments)
+        clustered.counts.assign(counts)
+        clustered.variable.assign(shared)
+
+
+def cluster(model, config=None, layers=None):
+    """Replaces each chosen weight tensor by a few shared values, in place.
+
+    Chooses weights as `prune` does (trainable floating-point variables of
+    rank >= 2, or what a layer's `get_clusterable_weights()` returns), runs
+    k-means on each (zeros left out when `preserve_sparsity`), and sets each
+    weight to its centroid. Train with `ClusteringCallback()` to fine-tune
+    the shared values, then call `keras_compress.strip`.
+
+    Args:
+        model: a built Keras model of any kind. Strip pruning first.
+        config: a `ClusterConfig` (default 16 clusters, k-means++).
+        layers: `None`, a regex on layer names / variable paths, or a
+            callable `layer -> bool`.
+
+    Returns:
+        The same model. After `strip`, each clustered tensor holds at most
+        `num_clusters` distinct values per codebook (plus zero).
+
+    Raises:
+        TypeError: if `config` is not a `ClusterConfig`.
+        ValueError: if the model is not built, is still being pruned or
+            clustered, or has no clusterable weights. The model is untouched.
+
+    Example:
+    >>> kc.cluster(model, kc.ClusterConfig(num_clusters=16, init="linear"))
+    >>> model.fit(x, y, callbacks=[kc.ClusteringCallback()])
+    >>> kc.strip(model)
+    """
+    config = ClusterConfig() if config is None else config
+    if not isinstance(config, ClusterConfig):
+        raise TypeError(f"config must be a ClusterConfig. Received: config={config!r}")
+    if pruning_api.is_pruned(model) or is_clustered(model):
+        raise ValueError(
+            f"Model {model.name!r} is still being pruned or clustered: call keras_compress.strip(model) "
+            "first (prune -> strip -> cluster)."
+        )
+    chosen, skipped = walk.find_weights(model, layers, hook="get_clusterable_weights")
+    if not chosen:
+        raise ValueError(
+            f"Model {model.name!r} has no clusterable weights (layers={layers!r}): clusterable weights "
+            "are trainable floating-point variables of rank >= 2 or those a layer's "
+            "get_clusterable_weights() returns."
+        )
+    prepared = []
+    for ref in chosen:
+        segments, counts, shared = segments_for(ref.variable.value, config)
+        prepared.append((ref, segments, counts, shared))
+    weights = []
+    for ref, segments, counts, shared in prepared:
+        seg_var = keras.Variable(segments, trainable=False, dtype="int32", name=ref.variable.name + "_segments")
+        count_var = keras.Variable(counts, trainable=False, dtype="float32", name=ref.variable.name + "_counts")
+        clustered = ClusteredWeight(ref, seg_var, count_var, ref.variable.constraint)
+        ref.variable.assign(shared)
+        if config.reassign_every is None:
+            ref.variable.constraint = SharedValueConstraint(seg_var, count_var, clustered.inner_constraint)
+        weights.append(clustered)
+    attach(model, _STATE_ATTR, ClusteringState(config, weights, skipped))
+    reset_train_function(model)
+    return model
+
+
+@register_stripper
+def strip(model):
+    """Removes clustering state: shares values a last time, restores constraints."""
+    for layer in walk.iter_layers(model):
+        state = get_state(layer)
+        if state is None:
+            continue
+        if state.config.reassign_every is not None:
+            _recluster(state)
+        for clustered in state.weights:
+            variable = clustered.variable
+            variable.assign(km.shared_values(variable.value, clustered.segments.value, clustered.counts.value))
+            variable.constraint = clustered.inner_constraint
+        detach(layer, _STATE_ATTR)
+        reset_train_function(layer)
+    reset_train_function(model)
+    return model
+
+
+def clustering_summary(model):
+    """Per clustered variable: path, shape and distinct values now (zero counted)."""
+    rows = []
+    for layer in walk.iter_layers(model):
+        state = get_state(layer)
+        if state is None:
+            continue
+        for clustered in state.weights:
+            values = np.asarray(ops.convert_to_numpy(clustered.variable.value))
+            rows.append({"path": clustered.ref.path, "shape": values.shape,
+                         "distinct": int(np.unique(values).size), "num_clusters": state.config.num_clusters})
+    return rows
+
+
+class ClusteringCallback(keras.callbacks.Callback):
+    """Keeps clustering on track during `fit`.
+
+    With fixed assignments (the default) the shared values are maintained
+    inside the compiled train step; the callback only makes sure that step
+    was traced with the clustering constraints. With `reassign_every=N`
+    it re-runs k-means on the freely trained weights every N steps.
+
+    Example:
+    >>> model.fit(x, y, callbacks=[keras_compress.ClusteringCallback()])
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._states = []
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        self._states = [s for layer in walk.iter_layers(model) if (s := get_state(layer)) is not None]
+        if not self._states:
+            raise ValueError(
+                f"ClusteringCallback found no clustered layers in model {model.name!r}: call "
+                "keras_compress.cluster(model, config) before fit."
+            )
+        if any(state.needs_retrace for state in self._states):
+            model.make_train_function(force=True)
+            for state in self._states:
+                state.needs_retrace = False
+
+    def on_train_batch_begin(self, batch, logs=None):
+        due = []
+        for state in self._states:
+            every = state.config.reassign_every
+            if every is not None and state.step > 0 and state.step % every == 0:
+                due.append(state)
+            state.step += 1
+        if due:
+            _ = self.model  # on JAX this syncs the training state into the variables
+            for state in due:
+                _recluster(state)

@@ -1,0 +1,54 @@
+"""`ClusterConfig`: how many shared values, how they start, how they train."""
+
+import dataclasses
+
+from keras_compress.core.config import BaseConfig
+from keras_compress.ops.kmeans import INITS
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterConfig(BaseConfig):
+    """Weight-sharing (clustering) settings.
+
+    Args:
+        num_clusters: shared values per tensor (or per output channel), 2..65536.
+        init: centroid initialisation: `"linear"`, `"density"`,
+            `"kmeans++"` or `"random"`.
+        per_channel: one codebook per output channel (last axis) instead of
+            one per tensor. Per-channel codebooks survive per-channel int8
+            quantization with at most `num_clusters` values per channel.
+        preserve_sparsity: exact zeros (pruned weights) stay zero and take no
+            centroid.
+        kmeans_iterations: Lloyd iterations after initialisation.
+        reassign_every: `None` (assignments fixed; centroids fine-tuned in
+            every step) or N: weights train freely and are re-clustered from
+            their current values every N steps by `ClusteringCallback`.
+        seed: seed for the random initialisations.
+
+    Raises:
+        ValueError: on a value outside its allowed range.
+
+    Example:
+    >>> cfg = ClusterConfig(num_clusters=16, init="linear", per_channel=True)
+    """
+
+    num_clusters: int = 16
+    init: str = "kmeans++"
+    per_channel: bool = False
+    preserve_sparsity: bool = True
+    kmeans_iterations: int = 10
+    reassign_every: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.num_clusters, bool) or not isinstance(self.num_clusters, int) or not 2 <= self.num_clusters <= 65536:
+            raise ValueError(f"num_clusters must be an integer in [2, 65536]. Received: num_clusters={self.num_clusters!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {list(INITS)}. Received: init={self.init!r}")
+        if not isinstance(self.kmeans_iterations, int) or self.kmeans_iterations < 0:
+            raise ValueError(f"kmeans_iterations must be an integer >= 0. Received: kmeans_iterations={self.kmeans_iterations!r}")
+        if self.reassign_every is not None and (not isinstance(self.reassign_every, int) or self.reassign_every < 1):
+            raise ValueError(f"reassign_every must be None or an integer >= 1. Received: reassign_every={self.reassign_every!r}")
+        for name in ("per_channel", "preserve_sparsity"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false. Received: {name}={getattr(self, name)!r}")

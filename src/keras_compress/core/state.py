@@ -1,0 +1,53 @@
+"""What techniques attach to a model while it trains, and removing it all.
+
+Each technique keeps its training state on the model object (no wrapper
+layers) and registers a function that strips it; `keras_compress.strip`
+runs them all, so one call leaves a plain Keras model whatever was applied.
+"""
+
+_STRIPPERS = []
+
+
+def register_stripper(fn):
+    """Registers `fn(model)`, called by `strip` (a decorator)."""
+    _STRIPPERS.append(fn)
+    return fn
+
+
+def strip(model):
+    """Removes every technique's training state, leaving a plain Keras model.
+
+    Masks and shared values are applied a last time and the weights' own
+    constraints are restored. The result saves to `.keras` and loads with
+    `keras.saving.load_model` without custom objects. A model with nothing
+    to strip is returned unchanged.
+
+    Args:
+        model: a model passed to `prune` or `cluster` (or one containing it).
+
+    Returns:
+        The same model object, now plain Keras.
+
+    Example:
+    >>> model = keras_compress.strip(model)
+    >>> model.save("compressed.keras")
+    """
+    for fn in _STRIPPERS:
+        fn(model)
+    return model
+
+
+def reset_train_function(model):
+    """Drops a compiled train step so the next `fit` traces one that sees
+    the weights' current constraints."""
+    if getattr(model, "train_function", None) is not None:
+        model.train_function = None
+
+
+def attach(model, attr, state):
+    """Keeps `state` on the model object, outside Keras's tracking."""
+    object.__setattr__(model, attr, state)
+
+
+def detach(model, attr):
+    object.__delattr__(model, attr)

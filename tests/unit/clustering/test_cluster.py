@@ -1,0 +1,92 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import builders
+import keras_compress as kc
+
+
+def kernels(model):
+    return [v for v in model.trainable_variables if len(v.shape) >= 2]
+
+
+def distinct_nonzero(array):
+    array = np.asarray(array)
+    return np.unique(array[array != 0]).size
+
+
+@pytest.mark.parametrize("kind", sorted(builders.MODEL_KINDS))
+def test_training_keeps_at_most_k_values_and_strip_leaves_a_plain_model(kind, tmp_path):
+    model = builders.compile_tiny(builders.MODEL_KINDS[kind]())
+    kc.cluster(model, kc.ClusterConfig(num_clusters=4, init="linear"))
+    x, y = builders.dense_data(64)
+    before = [np.array(k.value) for k in kernels(model)]
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[kc.ClusteringCallback()])
+    after = [np.array(k.value) for k in kernels(model)]
+    for b, a in zip(before, after):
+        assert distinct_nonzero(a) <= 4
+        assert not np.array_equal(a, b)  # the shared values were fine-tuned
+    outputs = np.array(model(x))
+    kc.strip(model)
+    assert not kc.is_clustered(model)
+    assert all(v.constraint is None for v in model.trainable_variables)
+    np.testing.assert_allclose(np.array(model(x)), outputs, rtol=1e-6, atol=1e-6)
+    path = os.path.join(tmp_path, "clustered.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    for k in kernels(loaded):
+        assert distinct_nonzero(k.value) <= 4
+
+
+def test_per_channel_codebooks_hold_k_values_per_output_channel():
+    model = builders.functional()
+    kc.cluster(model, kc.ClusterConfig(num_clusters=3, per_channel=True, init="density"))
+    kc.strip(model)
+    kernel = np.array(model.get_layer("hidden").kernel.value)  # (16, 32)
+    assert all(distinct_nonzero(kernel[:, c]) <= 3 for c in range(kernel.shape[1]))
+    assert distinct_nonzero(kernel) > 3
+
+
+def test_pruned_zeros_stay_exactly_zero_and_take_no_centroid():
+    model = builders.compile_tiny(builders.functional())
+    kc.prune(model, kc.PruneConfig(0.75))
+    kc.strip(model)
+    zeros = [np.array(k.value) == 0 for k in kernels(model)]
+    kc.cluster(model, kc.ClusterConfig(num_clusters=4, init="kmeans++"))
+    x, y = builders.dense_data(64)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[kc.ClusteringCallback()])
+    kc.strip(model)
+    for was_zero, k in zip(zeros, kernels(model)):
+        value = np.array(k.value)
+        np.testing.assert_array_equal(value == 0, was_zero)
+        assert np.unique(value).size <= 5  # 4 shared values and the zero
+
+
+def test_periodic_reassignment_ends_with_k_values():
+    model = builders.compile_tiny(builders.sequential())
+    kc.cluster(model, kc.ClusterConfig(num_clusters=4, reassign_every=3))
+    x, y = builders.dense_data(64)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[kc.ClusteringCallback()])
+    kc.strip(model)
+    assert all(distinct_nonzero(k.value) <= 4 for k in kernels(model))
+
+
+def test_a_model_still_being_pruned_must_be_stripped_first():
+    model = builders.functional()
+    kc.prune(model)
+    with pytest.raises(ValueError, match="call keras_compress.strip\\(model\\) first"):
+        kc.cluster(model)
+
+
+def test_nothing_to_cluster_and_bad_configs_are_named():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Rescaling(2.0)])
+    with pytest.raises(ValueError, match="has no clusterable weights"):
+        kc.cluster(model)
+    with pytest.raises(ValueError, match="num_clusters must be an integer in \\[2, 65536\\]"):
+        kc.ClusterConfig(num_clusters=1)
+    with pytest.raises(ValueError, match="init must be one of"):
+        kc.ClusterConfig(init="uniform")
+    with pytest.raises(TypeError, match="config must be a ClusterConfig"):
+        kc.cluster(builders.functional(), kc.PruneConfig())
