@@ -1,0 +1,135 @@
+"""bench/compare.py's own code paths on a tiny model: rows, ratios, failures, output.
+
+No tfmot and no virtual environment is created here: the tfmot path is only
+checked to fail cleanly (a `failed` row with its reason) when its venv is
+missing and creating it is turned off.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+
+import keras
+import pytest
+
+import keras_compress as kc
+
+pytestmark = pytest.mark.tensorflow
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "bench"))
+
+import compare  # noqa: E402
+
+
+def tiny_cnn():
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(4, 3, name="conv1"),
+            keras.layers.MaxPooling2D(4, name="pool1"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(16, activation="relu", name="fc1"),
+            keras.layers.Dense(10, name="fc2"),
+        ],
+        name="tiny_cnn",
+    )
+
+
+SETTINGS = compare.Settings(baseline_epochs=1, epochs=1, batch_size=64, overhead_samples=256, overhead_pairs=1,
+                            latency_runs=3, calibration_samples=16, frequency=2, create_venv=False)
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    (x, y), (x_test, y_test) = kc.datasets.load("mnist")
+    data = (x[:512], y[:512]), (x_test[:256], y_test[:256])
+    out = tmp_path_factory.mktemp("compare")
+    context = compare.ModelContext("tiny_cnn", "mnist", tiny_cnn, data, SETTINGS, str(out / "work"),
+                                   out_root=str(out))
+    compare.train_baseline(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def rows(ctx):
+    return compare.benchmark_model(ctx, ["keras-compress", "keras"])
+
+
+def test_every_row_has_every_field(rows):
+    assert rows
+    for row in rows:
+        assert set(compare.ROW_FIELDS) <= set(row), row
+        assert row["status"] in ("ok", "failed")
+        if row["status"] == "failed":
+            assert row["reason"], row
+
+
+def test_ratios_are_against_the_float32_baseline_artifact(rows):
+    reference = next(r for r in rows if r["toolkit"] == compare.REFERENCE_TOOLKIT)
+    assert reference["status"] == "ok" and reference["ratio"] == pytest.approx(1.0)
+    measured = [r for r in rows if r["gzip_bytes"]]
+    assert len(measured) >= 6
+    for row in measured:
+        assert row["ratio"] == pytest.approx(reference["gzip_bytes"] / row["gzip_bytes"])
+        assert 0.0 <= row["litert_accuracy"] <= 1.0 and row["latency_b1_ms"] > 0
+
+
+def test_keras_compress_rows_cover_ptq_and_pruning(rows):
+    ours = {(r["technique"], r["format"]): r for r in rows if r["toolkit"] == "keras-compress"}
+    assert {fmt for _, fmt in ours} >= {"float16", "dynamic_int8", "int8", "float32"}
+    assert all(r["status"] == "ok" for r in ours.values()), ours
+    pruned = ours[("prune 90%", "float32")]
+    assert pruned["kernel_sparsity"] == pytest.approx(0.9, abs=0.01)
+    assert pruned["finetune_s"] > 0 and pruned["overhead"] > 0
+    assert ours[("prune 90% + PTQ int8", "int8")]["ratio"] > 1.0
+
+
+def test_keras_quantize_rows_are_measured_or_say_why_not(rows):
+    keras_rows = [r for r in rows if r["toolkit"] == "keras"]
+    assert {r["technique"] for r in keras_rows} == {'model.quantize("int8")', 'model.quantize("int4")'}
+    for row in keras_rows:
+        assert row["keras_accuracy"] is not None or row["status"] == "failed"
+        assert row["status"] == "ok" or row["reason"]
+
+
+def test_a_failing_toolkit_yields_a_failed_row_not_an_exception(ctx):
+    def broken(_):
+        raise RuntimeError("this toolkit is broken")
+
+    rows = compare.benchmark_model(ctx, ["keras"], runners={"keras": broken})
+    failed = [r for r in rows if r["toolkit"] == "keras"]
+    assert len(failed) == 1 and failed[0]["status"] == "failed"
+    assert "this toolkit is broken" in failed[0]["reason"] and failed[0]["ratio"] is None
+
+
+def test_missing_tfmot_venv_fails_each_technique_with_a_reason(ctx, tmp_path):
+    venv = tmp_path / "no-venv"
+    original = ctx.settings
+    ctx.settings = dataclasses.replace(original, tfmot_venv=str(venv), create_venv=False)
+    try:
+        rows = compare.run_tfmot(ctx)
+    finally:
+        ctx.settings = original
+    assert len(rows) == len(compare.TFMOT_TECHNIQUES)
+    assert all(r["status"] == "failed" and "tfmot unavailable" in r["reason"] for r in rows)
+    assert not venv.exists()
+
+
+def test_results_are_written_as_json_and_markdown(ctx, rows, tmp_path):
+    result = {"machine": compare.machine(), "command": "pytest", "settings": dataclasses.asdict(ctx.settings),
+              "models": {"tiny_cnn": dict(ctx.info, dataset="mnist")}, "rows": rows, "wall_s": 1.0,
+              "test_samples": len(ctx.x_test), "versions": compare.versions(), "tfmot_versions": None}
+    compare.write_results(result, str(tmp_path))
+    assert json.loads((tmp_path / "compare.json").read_text())["rows"][0]["model"] == "tiny_cnn"
+    text = (tmp_path / "compare.md").read_text()
+    assert "Fine-tuning budget" in text and "| keras-compress | prune 90% |" in text
+
+
+def test_quick_mode_is_lenet5_on_a_subset_with_one_epoch():
+    _, models, toolkits, settings = compare.parse_args(["--quick", "--toolkits", "keras-compress"])
+    assert models == ["lenet5"] and toolkits == ["keras-compress"]
+    assert settings.epochs == 1 and settings.train_samples <= 5000
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--toolkits", "pytorch"])
