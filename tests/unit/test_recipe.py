@@ -204,3 +204,25 @@ def test_cli_modules_import_without_tensorflow():
             "assert 'tensorflow' not in sys.modules")
     env = dict(os.environ, KERAS_BACKEND="numpy")
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+@pytest.mark.parametrize(
+    "body,match",
+    [
+        ("{clusters: 8}", "recipe step 1 \\(cluster\\): unknown key 'clusters'"),
+        ("{num_clusters: 1}", "num_clusters must be an integer in \\[2, 65536\\]"),
+        ("{init: uniform}", "init must be one of"),
+        ("{per_channel: 'yes'}", "'per_channel' must be true or false"),
+        ("{reassign_every: 0}", "reassign_every"),
+    ],
+)
+def test_bad_cluster_steps_are_named(body, match):
+    with pytest.raises(RecipeError, match=match):
+        load_recipe(f"steps:\n  - cluster: {body}\n")
+
+
+def test_a_cluster_step_round_trips():
+    recipe = load_recipe("steps:\n  - cluster: {num_clusters: 16, init: linear, per_channel: true, layers: fc}\n")
+    step = recipe.steps[0]
+    assert step.to_config().num_clusters == 16 and step.layers == "fc"
+    assert load_recipe(yaml.safe_dump(recipe.to_dict())) == recipe

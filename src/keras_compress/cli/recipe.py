@@ -37,15 +37,19 @@ AUTO = "auto"
 AUTO_END_FRACTION = 2.0 / 3.0
 
 TOP_LEVEL_KEYS = ("model", "data", "steps")
-STEP_NAMES = ("prune", "finetune", "strip", "export")
+STEP_NAMES = ("prune", "cluster", "finetune", "strip", "export")
 PRUNE_KEYS = (
     "target_sparsity", "schedule", "initial_sparsity", "begin_step", "end_step",
     "frequency", "power", "pattern", "block_shape", "n", "m", "layer_targets", "layers",
 )
+CLUSTER_KEYS = (
+    "num_clusters", "init", "per_channel", "preserve_sparsity", "kmeans_iterations",
+    "reassign_every", "seed", "layers",
+)
 FINETUNE_KEYS = ("epochs", "batch_size", "learning_rate")
 STRIP_KEYS = ()
 EXPORT_KEYS = ("formats", "calibration_samples")
-STEP_KEYS = {"prune": PRUNE_KEYS, "finetune": FINETUNE_KEYS, "strip": STRIP_KEYS, "export": EXPORT_KEYS}
+STEP_KEYS = {"prune": PRUNE_KEYS, "cluster": CLUSTER_KEYS, "finetune": FINETUNE_KEYS, "strip": STRIP_KEYS, "export": EXPORT_KEYS}
 
 
 class RecipeError(ValueError):
@@ -195,6 +199,39 @@ class ExportStep:
     def to_dict(self):
         """Returns the step as it would be written in a recipe."""
         return {"export": {"formats": list(self.formats), "calibration_samples": self.calibration_samples}}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterStep:
+    """Cluster with `ClusterConfig(**settings)` on the layers matching `layers`.
+
+    The runner strips any earlier pruning first (its zeros are kept when
+    `preserve_sparsity` is true, the default).
+
+    Example:
+    >>> ClusterStep({"num_clusters": 16}).to_config().num_clusters
+    16
+    """
+
+    settings: dict = dataclasses.field(default_factory=dict)
+    layers: str | None = None
+
+    @property
+    def name(self):
+        return "cluster"
+
+    def to_config(self):
+        """Builds the `ClusterConfig` (raises ValueError on a bad value)."""
+        from keras_compress.clustering import ClusterConfig
+
+        return ClusterConfig(**self.settings)
+
+    def to_dict(self):
+        """Returns the step as it would be written in a recipe."""
+        body = dict(self.settings)
+        if self.layers is not None:
+            body["layers"] = self.layers
+        return {"cluster": body}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,6 +398,30 @@ def _parse_prune(where, body):
     return step
 
 
+def _parse_cluster(where, body):
+    settings = {}
+    layers = None
+    for key, value in body.items():
+        if key == "layers":
+            layers = None if value is None else _as_regex(where, key, value)
+        elif key == "init":
+            settings[key] = _as_string(where, key, value)
+        elif key in ("per_channel", "preserve_sparsity"):
+            if not isinstance(value, bool):
+                _fail(where, f"{key!r} must be true or false. Received: {key}={value!r} ({_type_name(value)})")
+            settings[key] = value
+        elif key == "reassign_every":
+            settings[key] = None if value is None else _as_int(where, key, value, minimum=1)
+        else:  # num_clusters, kmeans_iterations, seed
+            settings[key] = _as_int(where, key, value, minimum=0)
+    step = ClusterStep(settings, layers)
+    try:
+        step.to_config()
+    except (ValueError, TypeError) as error:
+        _fail(where, str(error))
+    return step
+
+
 def _parse_finetune(where, body):
     defaults = FinetuneStep()
     epochs = _as_int(where, "epochs", body.get("epochs", defaults.epochs), minimum=0)
@@ -392,6 +453,7 @@ def _parse_export(where, body):
 
 _PARSERS = {
     "prune": _parse_prune,
+    "cluster": _parse_cluster,
     "finetune": _parse_finetune,
     "strip": lambda where, body: StripStep(),
     "export": _parse_export,
@@ -428,8 +490,8 @@ def _check_order(steps):
                 _fail(_where(i, "prune"), "the model is still being pruned by an earlier prune step; "
                                           "add a '- strip: {}' step before pruning again")
             pruning = True
-        elif isinstance(step, StripStep):
-            pruning = False
+        elif isinstance(step, (StripStep, ClusterStep)):
+            pruning = False  # the runner strips pruning before clustering
     for i, step in enumerate(steps, 1):
         if isinstance(step, PruneStep) and step.auto_end_step:
             # The ramp spans the fine-tuning until the next prune step (which

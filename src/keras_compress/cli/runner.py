@@ -20,6 +20,7 @@ from keras_compress.cli.recipe import (
     ExportStep,
     FinetuneStep,
     PruneStep,
+    ClusterStep,
     Recipe,
     RecipeError,
     StripStep,
@@ -268,11 +269,23 @@ class _Run:
         self.measure_litert(path, "baseline", "float32", stats, notes="the input model")
 
     def strip(self):
-        from keras_compress.pruning import is_pruned, pruning_summary, strip
+        from keras_compress import strip
+        from keras_compress.pruning import is_pruned, pruning_summary
 
         if is_pruned(self.model):
             self.pruning_summaries.append(_plain(pruning_summary(self.model)))
-            self.model = strip(self.model)
+        self.model = strip(self.model)
+
+    def cluster(self, index, step):
+        from keras_compress.clustering import cluster
+
+        self.strip()
+        config = step.to_config()
+        label = f"cluster {config.num_clusters}" + (" per channel" if config.per_channel else "")
+        self.log(f"step {index}: {label} (init {config.init})")
+        self.model = cluster(self.model, config, layers=step.layers)
+        self.techniques.append(label)
+        return {"step": index, "config": config.to_dict(), "layers": step.layers}
 
     def prune(self, index, step, config):
         from keras_compress.pruning import prune
@@ -285,6 +298,7 @@ class _Run:
 
     def finetune(self, index, step):
         from keras_compress import zoo
+        from keras_compress.clustering import ClusteringCallback, is_clustered
         from keras_compress.pruning import PruningCallback, is_pruned
 
         steps_per_epoch = step.steps_per_epoch(len(self.x_train))
@@ -296,7 +310,10 @@ class _Run:
         self.log(f"step {index}: finetune {step.epochs} epoch(s) x {steps_per_epoch} steps, "
                  f"learning rate {step.learning_rate:g}")
         zoo.compile_for_classification(self.model, step.learning_rate)
+        record["clustering"] = bool(is_clustered(self.model))
         callbacks = [PruningCallback()] if record["pruning"] else []
+        if record["clustering"]:
+            callbacks.append(ClusteringCallback())
         start = time.perf_counter()
         history = self.model.fit(
             self.x_train, self.y_train, epochs=step.epochs, batch_size=step.batch_size,
@@ -450,7 +467,7 @@ def run_recipe(model, recipe, data, out_dir, progress=True, *, title=None, meta=
     try:
         run = _Run(model, data, work_dir, report, progress, latency_runs)
         run.baseline()
-        pruning, finetuning = [], []
+        pruning, clustering, finetuning = [], [], []
         exported = False
         x_calibration = None
         export_step = recipe.export_step or ExportStep()
@@ -459,6 +476,8 @@ def run_recipe(model, recipe, data, out_dir, progress=True, *, title=None, meta=
         for index, step in enumerate(recipe.steps, 1):
             if isinstance(step, PruneStep):
                 pruning.append(run.prune(index, step, configs[index]))
+            elif isinstance(step, ClusterStep):
+                clustering.append(run.cluster(index, step))
             elif isinstance(step, FinetuneStep):
                 finetuning.append(run.finetune(index, step))
             elif isinstance(step, StripStep):
@@ -470,6 +489,7 @@ def run_recipe(model, recipe, data, out_dir, progress=True, *, title=None, meta=
         if not exported:
             run.export(None, export_step, x_calibration)
         report.meta["prune"] = pruning
+        report.meta["cluster"] = clustering
         report.meta["finetune"] = finetuning
         report.meta["pruning_summary"] = run.pruning_summaries
         report.meta["finished"] = _now()
