@@ -34,7 +34,8 @@ test-jax: dev
 	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider -m "not tensorflow" tests/unit
 
 bench: install
-	$(PY) bench/pruning.py --out bench/results
+	KERAS_BACKEND=tensorflow $(PY) bench/pruning.py --baseline-epochs 8 --out bench/results
+	KERAS_BACKEND=tensorflow $(PY) bench/clustering.py --out bench/results
 
 bench-quick: install
 	$(PY) bench/pruning.py --quick --out bench/results

@@ -30,7 +30,8 @@ import yaml
 # Mirrors keras_compress.export.litert.FORMATS (which imports TensorFlow
 # lazily; recipes are parsed without it). tests/integration pins the match.
 LITERT_FORMATS = ("float32", "float16", "dynamic_int8", "int8")
-EXPORT_FORMATS = ("keras",) + LITERT_FORMATS
+# "archive" is keras-compress's own compact format (export/archive.py).
+EXPORT_FORMATS = ("keras", "archive") + LITERT_FORMATS
 DATASETS = ("mnist", "fashion_mnist")
 AUTO = "auto"
 # `end_step: auto` ends the sparsity ramp after this share of the fine-tuning steps.

@@ -30,6 +30,7 @@ from keras_compress.core.report import ArtifactRow, Report
 
 BASELINE_NAME = "baseline_float32.tflite"
 KERAS_NAME = "model.keras"
+ARCHIVE_NAME = "model.kcar"
 LATENCY_BATCH_SIZES = (1, 32)
 
 
@@ -327,6 +328,22 @@ class _Run:
             self.techniques.append("finetune")
         return record
 
+    def export_archive(self, technique, stats):
+        """Writes the compact archive and measures the model loaded back from it."""
+        from keras_compress import evaluate
+        from keras_compress.export import archive
+
+        path = os.path.join(self.work_dir, ARCHIVE_NAME)
+        archive.save(self.model, path)
+        restored = archive.load(path)
+        self.report.add(ArtifactRow(
+            name=ARCHIVE_NAME, technique=technique, fmt="archive",
+            keras_accuracy=evaluate.keras_accuracy(restored, self.x_test, self.y_test),
+            params=stats["params"], nonzero=stats["nonzero"],
+            notes="keras-compress archive (zstd); accuracy of the model loaded back from it",
+            **evaluate.sizes(path),
+        ))
+
     def export(self, index, step, x_calibration):
         from tqdm import tqdm
 
@@ -349,6 +366,9 @@ class _Run:
                     nonzero=stats["nonzero"], notes="Keras model; LiteRT measurements do not apply",
                     **evaluate.sizes(path),
                 ))
+                continue
+            if fmt == "archive":
+                self.export_archive(technique, stats)
                 continue
             path = os.path.join(self.work_dir, f"model_{fmt}.tflite")
             notes = ""
