@@ -1,4 +1,4 @@
-"""The keras-compress archive (`.kca`): a compact, safe-to-load model file.
+"""The keras-compress archive (`.kcar`): a compact, safe-to-load model file.
 
 A pruned, weight-shared model stored the Deep Compression way: each weight
 in the smallest of `codec.ENCODINGS` (dense, codebook, sparse positions,
@@ -34,6 +34,7 @@ import json
 import math
 import os
 import struct
+import types
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def _level(level):
 
 
 def _is_keras_module(module):
-    return isinstance(module, str) and (module == "keras" or module.startswith("keras"))
+    return isinstance(module, str) and module.startswith("keras")
 
 
 def _check_loadable(config, where="model"):
@@ -132,6 +133,23 @@ def _check_loadable(config, where="model"):
         _check_loadable(value, where)
 
 
+def _check_no_python_lambdas(model):
+    """Raises ValueError if a layer holds a Python lambda (Lambda layer, activation).
+
+    Keras stores lambdas as bytecode, which safe-mode loading refuses.
+    """
+    from keras_compress.core import walk
+
+    for layer in walk.iter_layers(model):
+        for attribute, value in vars(layer).items():
+            if isinstance(value, types.FunctionType) and value.__name__ == "<lambda>":
+                raise ValueError(
+                    f"Layer {layer.name!r} holds a Python lambda ({attribute}), which archives "
+                    "refuse: loading it would run code from the file. Use a named function "
+                    "registered with @keras.saving.register_keras_serializable() instead."
+                )
+
+
 def _unregistered(name, where):
     return (
         f"{where}: {name!r} is not registered with Keras, so an archive of it could not be "
@@ -155,13 +173,22 @@ def _weight_arrays(model):
 
 def _pack(header, payload, level=DEFAULT_LEVEL):
     """Assembles archive bytes from a header dict and the raw payload."""
-    zstandard = _zstandard()
-    compressor = zstandard.ZstdCompressor(level=level)
     header_json = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    if len(header_json) > MAX_HEADER_BYTES:
+        raise ValueError(
+            f"The model's config and weight table take {len(header_json)} bytes of JSON; archives "
+            f"hold at most {MAX_HEADER_BYTES}."
+        )
+    return _pack_raw(header_json, payload, level)
+
+
+def _pack_raw(header_json, payload, level=DEFAULT_LEVEL, version=FORMAT_VERSION):
+    """Assembles archive bytes from header bytes (any bytes) and the raw payload."""
+    compressor = _zstandard().ZstdCompressor(level=level)
     header_z = compressor.compress(header_json)
     payload_z = compressor.compress(payload)
     body = (
-        _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_z), len(header_json), len(payload_z), len(payload))
+        _PREFIX.pack(MAGIC, version, len(header_z), len(header_json), len(payload_z), len(payload))
         + header_z
         + payload_z
     )
@@ -181,14 +208,15 @@ def save(model, path, level=DEFAULT_LEVEL):
         model: a built Keras model: Sequential, Functional, or subclassed
             with its class registered via
             `keras.saving.register_keras_serializable`.
-        path: destination file; its folder must exist. `.kca` by convention.
+        path: destination file; its folder must exist. `.kcar` by convention.
         level: zstd compression level, 1 (fast) to 22 (smallest).
 
     Returns:
         `dict(bytes=int, raw_bytes=int, tensors=list)`: the file size, the
         weights' in-memory size, and per weight its `path`, `shape`, `dtype`,
         `encoding`, `encoded_bytes` (before zstd) and `compressed_bytes` (zstd
-        of that tensor alone, an estimate of its share of the file).
+        of that tensor alone, an estimate of its share of the file). Models
+        whose weights exceed 4 GiB load only with a larger `max_bytes`.
 
     Raises:
         TypeError: if `model` is not a Keras model.
@@ -199,10 +227,10 @@ def save(model, path, level=DEFAULT_LEVEL):
         OSError: if the file cannot be written (`path` is left untouched).
 
     Example:
-    >>> info = keras_compress.export.archive.save(model, "lenet.kca")
+    >>> info = keras_compress.export.archive.save(model, "lenet.kcar")
     >>> info["bytes"], info["tensors"][0]["encoding"]
-    (21433, 'sparse_codebook')
-    >>> model = keras_compress.export.archive.load("lenet.kca")
+    (18838, 'sparse_codebook')
+    >>> model = keras_compress.export.archive.load("lenet.kcar")
     """
     import keras
 
@@ -214,16 +242,17 @@ def save(model, path, level=DEFAULT_LEVEL):
             f"save needs a built model: call it on data or build it first. Received: an "
             f"unbuilt {type(model).__name__} {model.name!r}"
         )
-    architecture = dict(keras.saving.serialize_keras_object(model))
-    architecture.pop("compile_config", None)
-    _check_loadable(architecture, where=f"Model {model.name!r}")
+    _check_no_python_lambdas(model)
     try:
+        architecture = dict(keras.saving.serialize_keras_object(model))
+        architecture.pop("compile_config", None)
         json.dumps(architecture)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, NotImplementedError) as e:
         raise ValueError(
             f"Model {model.name!r} has a config that is not JSON serialisable ({e}); make each "
             "layer's get_config() return plain values."
         ) from e
+    _check_loadable(architecture, where=f"Model {model.name!r}")
     estimate_level = min(level, codec.DEFAULT_ESTIMATE_LEVEL)
     arrays = _weight_arrays(model)
     entries, chunks, tensors = [], [], []
@@ -352,44 +381,55 @@ def _validate_header(header, payload_len, max_bytes):
     offset = 0
     decoded_bytes = 0
     for i, entry in enumerate(weights):
-        where = f"weight {i}"
-        if not isinstance(entry, dict) or sorted(entry) != sorted(_WEIGHT_KEYS):
-            raise ArchiveError(f"{where}: must be an object with exactly the keys {list(_WEIGHT_KEYS)}")
-        if not isinstance(entry["path"], str):
-            raise ArchiveError(f"{where}: 'path' must be a string")
+        itemsize, elements = _validate_entry(i, entry)
         where = f"weight {i} ({entry['path'][:200]!r})"
-        shape = entry["shape"]
-        if not isinstance(shape, list) or len(shape) > 64 or not all(
-            _is_int(d) and d >= 0 for d in shape
-        ):
-            raise ArchiveError(f"{where}: 'shape' must be a list of at most 64 non-negative integers")
-        if entry["dtype"] not in codec.DTYPES:
-            raise ArchiveError(f"{where}: unknown dtype {str(entry['dtype'])[:50]!r}; allowed: {list(codec.DTYPES)}")
-        if entry["encoding"] not in codec.ENCODINGS:
-            raise ArchiveError(
-                f"{where}: unknown encoding {str(entry['encoding'])[:50]!r}; allowed: {list(codec.ENCODINGS)}"
-            )
-        for key in ("offset", "length"):
-            if not _is_int(entry[key]) or entry[key] < 0:
-                raise ArchiveError(f"{where}: {key!r} must be a non-negative integer")
         if entry["offset"] != offset:
-            raise ArchiveError(f"{where}: offset {entry['offset']} should be {offset} (weights are stored end to end)")
+            raise ArchiveError(
+                f"{where}: offset {entry['offset']} should be {offset} (weights are stored end to end)"
+            )
         offset += entry["length"]
         if offset > payload_len:
-            raise ArchiveError(f"{where}: bytes [{entry['offset']}, {offset}) run past the {payload_len}-byte payload")
-        elements = math.prod(shape)
-        if elements >= codec.MAX_ELEMENTS:
-            raise ArchiveError(f"{where}: shape {shape} has too many elements")
-        decoded_bytes += elements * codec.numpy_dtype(entry["dtype"]).itemsize
+            raise ArchiveError(
+                f"{where}: bytes [{entry['offset']}, {offset}) run past the {payload_len}-byte payload"
+            )
+        decoded_bytes += elements * itemsize
         if decoded_bytes > max_bytes:
             raise ArchiveError(
                 f"{where}: the weights decode to more than max_bytes={max_bytes} bytes; pass a "
                 "larger max_bytes to load it if you trust the file"
             )
-        if entry["encoding"] == "dense" and entry["length"] != elements * codec.numpy_dtype(entry["dtype"]).itemsize:
-            raise ArchiveError(f"{where}: {entry['length']} bytes cannot hold a dense {entry['dtype']} {shape}")
     if offset != payload_len:
         raise ArchiveError(f"the weights cover {offset} bytes of the {payload_len}-byte payload")
+
+
+def _validate_entry(i, entry):
+    """Checks one weight entry's types and values; returns (itemsize, element count)."""
+    if not isinstance(entry, dict) or sorted(entry) != sorted(_WEIGHT_KEYS):
+        raise ArchiveError(f"weight {i}: must be an object with exactly the keys {list(_WEIGHT_KEYS)}")
+    if not isinstance(entry["path"], str):
+        raise ArchiveError(f"weight {i}: 'path' must be a string")
+    where = f"weight {i} ({entry['path'][:200]!r})"
+    shape = entry["shape"]
+    if not isinstance(shape, list) or len(shape) > 64 or not all(_is_int(d) and d >= 0 for d in shape):
+        raise ArchiveError(f"{where}: 'shape' must be a list of at most 64 non-negative integers")
+    if entry["dtype"] not in codec.DTYPES:
+        raise ArchiveError(
+            f"{where}: unknown dtype {str(entry['dtype'])[:50]!r}; allowed: {list(codec.DTYPES)}"
+        )
+    if entry["encoding"] not in codec.ENCODINGS:
+        raise ArchiveError(
+            f"{where}: unknown encoding {str(entry['encoding'])[:50]!r}; allowed: {list(codec.ENCODINGS)}"
+        )
+    for key in ("offset", "length"):
+        if not _is_int(entry[key]) or entry[key] < 0:
+            raise ArchiveError(f"{where}: {key!r} must be a non-negative integer")
+    elements = math.prod(shape)
+    if elements >= codec.MAX_ELEMENTS:
+        raise ArchiveError(f"{where}: shape {shape} has too many elements")
+    itemsize = codec.numpy_dtype(entry["dtype"]).itemsize
+    if entry["encoding"] == "dense" and entry["length"] != elements * itemsize:
+        raise ArchiveError(f"{where}: {entry['length']} bytes cannot hold a dense {entry['dtype']} {shape}")
+    return itemsize, elements
 
 
 def _decode_weights(weights, payload):
@@ -453,7 +493,7 @@ def load(path, *, max_bytes=DEFAULT_MAX_BYTES):
             do not fit the architecture), and nothing else.
 
     Example:
-    >>> model = keras_compress.export.archive.load("lenet.kca")
+    >>> model = keras_compress.export.archive.load("lenet.kcar")
     >>> model.predict(x_test[:8])
     """
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
