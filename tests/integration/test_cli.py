@@ -252,3 +252,16 @@ def test_python_dash_m_runs_the_cli():
     assert result.returncode == 0, result.stderr
     for command in ("compress", "evaluate", "export", "demo"):
         assert command in result.stdout
+
+
+def test_archive_export_then_evaluate_and_a_corrupt_archive_is_one_line(tmp_path, capsys, lenet_file):
+    out = tmp_path / "m.kcar"
+    assert main(["export", lenet_file, "--format", "archive", "--out", str(out)]) == 0
+    assert out.stat().st_size < os.path.getsize(lenet_file)
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", "mnist", "--subset", "256"]) == 0
+    printed = capsys.readouterr().out
+    assert "accuracy:" in printed and "params" in printed.lower()
+    out.write_bytes(out.read_bytes()[:-10])
+    assert main(["evaluate", str(out), "--data", "mnist", "--subset", "256"]) == 2
+    assert "truncated" in the_one_error_line(capsys)

@@ -52,7 +52,7 @@ def load_model(path):
     """Loads a `.keras` model for the CLI, turning every failure into a clear `ValueError`.
 
     Args:
-        path: path to a `.keras` file.
+        path: path to a `.keras` file or a keras-compress archive (`.kcar`).
 
     Returns:
         The loaded `keras.Model` (not compiled).
@@ -71,6 +71,10 @@ def load_model(path):
         raise FileNotFoundError(f"model file not found: {path!r}")
     if os.path.isdir(path):
         raise ValueError(f"cannot load model {path!r}: it is a folder, expected a .keras file")
+    if path.endswith(".kcar"):
+        from keras_compress.export import archive
+
+        return archive.load(path)  # ArchiveError is a ValueError naming the problem
     # Keras reports a damaged archive as "File not found"; say what is wrong.
     if path.endswith(".keras") and not zipfile.is_zipfile(path):
         raise ValueError(
@@ -145,11 +149,11 @@ def _cmd_evaluate(args):
 
     path = args.model
     kind = os.path.splitext(path)[1].lower()
-    if kind not in (".keras", ".tflite"):
-        raise ValueError(f"MODEL must be a .keras or .tflite file. Received: {path!r}")
+    if kind not in (".keras", ".kcar", ".tflite"):
+        raise ValueError(f"MODEL must be a .keras, .kcar or .tflite file. Received: {path!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file not found: {path!r}")
-    if kind == ".keras":
+    if kind in (".keras", ".kcar"):
         from keras_compress.cli.runner import check_data_fits
 
         model = load_model(path)
@@ -185,9 +189,18 @@ def _cmd_export(args):
 
     if args.format == "int8" and not args.data:
         raise ValueError("--format int8 needs --data: full-integer quantization is calibrated on real samples")
-    if not args.out.endswith(".tflite") or os.path.isdir(args.out):
-        raise ValueError(f"--out must be a file path ending with .tflite. Received: {args.out!r}")
+    suffix = ".kcar" if args.format == "archive" else ".tflite"
+    if not args.out.endswith(suffix) or os.path.isdir(args.out):
+        raise ValueError(f"--out must be a file path ending with {suffix} for --format {args.format}. "
+                         f"Received: {args.out!r}")
     model = load_model(args.model)
+    if args.format == "archive":
+        from keras_compress.export import archive
+
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        info = archive.save(model, args.out)
+        print(f"wrote {args.out} (archive): {info['bytes']:,} bytes ({info['raw_bytes']:,} bytes of weights as float)")
+        return EXIT_OK
     data = None
     if args.data:
         from keras_compress.cli.runner import check_data_fits
@@ -333,11 +346,12 @@ def build_parser():
     p.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N test samples")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("export", help="export a .keras model to LiteRT")
+    p = sub.add_parser("export", help="export a .keras model to LiteRT or to a keras-compress archive")
     p.add_argument("model", metavar="MODEL.keras", help="the model to export")
-    p.add_argument("--format", required=True, choices=LITERT_FORMATS, help="LiteRT format")
+    p.add_argument("--format", required=True, choices=LITERT_FORMATS + ("archive",),
+                   help="LiteRT format, or 'archive' for the compact .kcar format")
     p.add_argument("--data", choices=DATASETS, help="dataset for int8 calibration (and accuracy)")
-    p.add_argument("--out", required=True, metavar="PATH.tflite", help="output file")
+    p.add_argument("--out", required=True, metavar="PATH", help="output file (.tflite, or .kcar for archive)")
     p.add_argument("--calibration-samples", type=_positive_int, default=256, metavar="N",
                    help="training samples used to calibrate int8 (default: 256)")
     p.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N train and test samples")
