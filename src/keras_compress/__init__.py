@@ -3,7 +3,7 @@
 Importing it loads Keras and NumPy only; TensorFlow is imported by export.
 """
 
-from keras_compress import datasets, evaluate, zoo
+from keras_compress import datasets, evaluate, importance, zoo
 from keras_compress.clustering import ClusterConfig, ClusteringCallback, cluster, clustering_summary, is_clustered
 from keras_compress.core.state import strip
 from keras_compress.pruning import PruneConfig, PruningCallback, is_pruned, prune, pruning_summary, schedules
@@ -21,6 +21,7 @@ __all__ = [
     "__version__",
     "datasets",
     "evaluate",
+    "importance",
     "is_pruned",
     "prune",
     "pruning_summary",

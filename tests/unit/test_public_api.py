@@ -8,7 +8,7 @@ import keras_compress
 def test_public_names_are_pinned():
     assert sorted(keras_compress.__all__) == sorted([
         "ClusterConfig", "ClusteringCallback", "cluster", "clustering_summary", "is_clustered",
-        "PruneConfig", "PruningCallback", "__version__", "datasets", "evaluate",
+        "PruneConfig", "PruningCallback", "__version__", "datasets", "evaluate", "importance",
         "is_pruned", "prune", "pruning_summary", "schedules", "strip", "zoo",
     ])
     for name in keras_compress.__all__:

@@ -46,6 +46,7 @@ class PrunedWeight:
     target: float
     schedule: object
     inner_constraint: object
+    score: object = None  # importance scores; None means magnitude
 
     @property
     def variable(self):
@@ -74,9 +75,17 @@ def _layer_target(config, ref):
     return float(config.target_sparsity)
 
 
-def compute_mask(config, weight, sparsity):
-    """The mask for `weight` at `sparsity` under the config's pattern."""
-    scores = ops.abs(ops.convert_to_tensor(weight))
+def compute_mask(config, weight, sparsity, score=None):
+    """The mask for `weight` at `sparsity` under the config's pattern.
+
+    The criterion is `|weight|`, or `score` (importance scores of the same
+    shape) with weights that are already zero ranked last.
+    """
+    if score is None:
+        scores = ops.abs(ops.convert_to_tensor(weight))
+    else:
+        alive = ops.cast(ops.not_equal(ops.convert_to_tensor(weight), 0), "float32")
+        scores = (ops.convert_to_tensor(score, "float32") + 1e-30) * alive
     if config.pattern == "n:m":
         return mask_ops.n_m_mask(scores, config.n, config.m)
     if sparsity <= 0.0:
@@ -102,12 +111,12 @@ def update_masks(state, step):
         sparsity = pruned.schedule(step)
         if state.config.pattern != "n:m" and sparsity <= 0.0:
             continue
-        mask = compute_mask(state.config, pruned.variable.value, sparsity)
+        mask = compute_mask(state.config, pruned.variable.value, sparsity, pruned.score)
         pruned.mask.assign(mask)
         pruned.variable.assign(pruned.variable.value * ops.cast(mask, pruned.variable.dtype))
 
 
-def prune(model, config=None, layers=None):
+def prune(model, config=None, layers=None, scores=None):
     """Prepares `model` for magnitude pruning, in place; returns it.
 
     Chooses prunable weights by walking every layer's variables (trainable,
@@ -121,6 +130,9 @@ def prune(model, config=None, layers=None):
         config: a `PruneConfig` (default: 50% unstructured, constant).
         layers: `None` (all layers), a regex matched against layer names and
             variable paths, or a callable `layer -> bool`.
+        scores: `None` (magnitude pruning) or importance scores keyed by
+            variable path, as `keras_compress.importance.score` returns; the
+            lowest-scoring weights are pruned at every mask update.
 
     Returns:
         The same model, ready to prune. `pruning_summary(model)` lists what
@@ -153,6 +165,15 @@ def prune(model, config=None, layers=None):
             "embeddings) or those a layer's get_prunable_weights() returns. "
             f"Reasons variables were skipped: {reasons or ['the model has no variables']}"
         )
+    if scores is not None:
+        missing = [ref.path for ref in chosen if ref.path not in scores]
+        wrong = [ref.path for ref in chosen if ref.path in scores
+                 and tuple(np.shape(scores[ref.path])) != tuple(ref.variable.shape)]
+        if missing or wrong:
+            raise ValueError(
+                f"scores must hold an array shaped like each pruned variable. Missing: {missing}; "
+                f"wrong shape: {wrong}"
+            )
     weights = []
     for ref in chosen:
         target = _layer_target(config, ref)
@@ -161,7 +182,8 @@ def prune(model, config=None, layers=None):
             name=ref.variable.name + "_prune_mask",
         )
         weights.append(
-            PrunedWeight(ref, mask, target, config.schedule_fn(target), ref.variable.constraint)
+            PrunedWeight(ref, mask, target, config.schedule_fn(target), ref.variable.constraint,
+                         None if scores is None else np.asarray(scores[ref.path], np.float32))
         )
     # Everything is resolved; only now does the model change.
     for pruned in weights:
