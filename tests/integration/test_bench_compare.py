@@ -130,6 +130,6 @@ def test_results_are_written_as_json_and_markdown(ctx, rows, tmp_path):
 def test_quick_mode_is_lenet5_on_a_subset_with_one_epoch():
     _, models, toolkits, settings = compare.parse_args(["--quick", "--toolkits", "keras-compress"])
     assert models == ["lenet5"] and toolkits == ["keras-compress"]
-    assert settings.epochs == 1 and settings.train_samples <= 5000
+    assert settings.epochs == 1 and settings.train_samples <= 10000
     with pytest.raises(SystemExit):
         compare.parse_args(["--toolkits", "pytorch"])

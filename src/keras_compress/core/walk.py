@@ -33,6 +33,18 @@ class WeightRef:
         return self.variable.path
 
 
+def weight_name(model, variable):
+    """A variable's name within `model`: its path without the model's own prefix.
+
+    Keras prefixes paths with the model's name in some cases (a Sequential
+    built in code) and not in others (the same model loaded from a file), so
+    named weights drop that prefix to stay stable across save and load.
+    """
+    prefix = model.name + "/"
+    path = variable.path
+    return path[len(prefix):] if path.startswith(prefix) else path
+
+
 def iter_layers(model):
     """Every layer inside `model`, itself included, each once, depth first."""
     return model._flatten_layers(include_self=True, recursive=True)

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from keras_compress.core.gradients import loss_gradients
+from keras_compress.core.walk import weight_name
 
 METHODS = ("magnitude", "taylor", "fisher", "obd")
 HESSIANS = ("hutchinson", "fisher")
@@ -57,8 +58,9 @@ def score(model, data=None, method="taylor", loss=None, batch_size=128, max_batc
         seed: seed of the probes.
 
     Returns:
-        `{variable path: float32 array shaped like the variable}` for every
-        trainable variable.
+        `{name: float32 array shaped like the variable}` for every trainable
+        variable, where the name is the variable's path within the model
+        (`"fc1/kernel"`; nested models keep their own name: `"backbone/conv/kernel"`).
 
     Raises:
         ValueError: on an unknown method or Hessian estimate, a model with no
@@ -78,7 +80,7 @@ def score(model, data=None, method="taylor", loss=None, batch_size=128, max_batc
     if not variables:
         raise ValueError(f"Model {model.name!r} has no trainable variables to score.")
     weights = [np.asarray(keras.ops.convert_to_numpy(v.value), np.float32) for v in variables]
-    paths = [v.path for v in variables]
+    paths = [weight_name(model, v) for v in variables]
     if method == "magnitude":
         return {p: np.abs(w) for p, w in zip(paths, weights)}
     if not isinstance(data, (tuple, list)) or len(data) != 2 or data[1] is None:

@@ -165,10 +165,11 @@ def prune(model, config=None, layers=None, scores=None):
             "embeddings) or those a layer's get_prunable_weights() returns. "
             f"Reasons variables were skipped: {reasons or ['the model has no variables']}"
         )
+    names = {id(ref): walk.weight_name(model, ref.variable) for ref in chosen}
     if scores is not None:
-        missing = [ref.path for ref in chosen if ref.path not in scores]
-        wrong = [ref.path for ref in chosen if ref.path in scores
-                 and tuple(np.shape(scores[ref.path])) != tuple(ref.variable.shape)]
+        missing = [names[id(ref)] for ref in chosen if names[id(ref)] not in scores]
+        wrong = [names[id(ref)] for ref in chosen if names[id(ref)] in scores
+                 and tuple(np.shape(scores[names[id(ref)]])) != tuple(ref.variable.shape)]
         if missing or wrong:
             raise ValueError(
                 f"scores must hold an array shaped like each pruned variable. Missing: {missing}; "
@@ -183,7 +184,7 @@ def prune(model, config=None, layers=None, scores=None):
         )
         weights.append(
             PrunedWeight(ref, mask, target, config.schedule_fn(target), ref.variable.constraint,
-                         None if scores is None else np.asarray(scores[ref.path], np.float32))
+                         None if scores is None else np.asarray(scores[names[id(ref)]], np.float32))
         )
     # Everything is resolved; only now does the model change.
     for pruned in weights:

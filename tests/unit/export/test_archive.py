@@ -106,7 +106,10 @@ def test_random_weights_round_trip_and_stay_dense(folder):
     model = zoo.lenet5()
     info = archive.save(model, folder / "random.kcar", level=1)
     assert_same_weights(model, archive.load(folder / "random.kcar"))
-    assert {t["encoding"] for t in info["tensors"] if t["path"].endswith("kernel")} == {"dense"}
+    # Random floats do not compress: no codebook, and within a few percent of raw.
+    # (For a small tensor "sparse" with all-zero gaps can tie "dense" after zstd.)
+    assert {t["encoding"] for t in info["tensors"] if t["path"].endswith("kernel")} <= {"dense", "sparse"}
+    assert info["bytes"] > 0.85 * info["raw_bytes"]
 
 
 @pytest.mark.parametrize("kind", sorted(builders.MODEL_KINDS))
