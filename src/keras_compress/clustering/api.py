@@ -19,7 +19,7 @@ from keras import ops
 
 from keras_compress.clustering.config import ClusterConfig
 from keras_compress.core import walk
-from keras_compress.core.state import attach, detach, register_stripper, reset_train_function
+from keras_compress.core.state import attach, detach, register_stripper, reset_train_function, states_for_training
 from keras_compress.ops import kmeans as km
 from keras_compress.pruning import api as pruning_api
 
@@ -221,17 +221,7 @@ class ClusteringCallback(keras.callbacks.Callback):
         self._states = []
 
     def on_train_begin(self, logs=None):
-        model = self.model
-        self._states = [s for layer in walk.iter_layers(model) if (s := get_state(layer)) is not None]
-        if not self._states:
-            raise ValueError(
-                f"ClusteringCallback found no clustered layers in model {model.name!r}: call "
-                "keras_compress.cluster(model, config) before fit."
-            )
-        if any(state.needs_retrace for state in self._states):
-            model.make_train_function(force=True)
-            for state in self._states:
-                state.needs_retrace = False
+        self._states = states_for_training(self.model, get_state, "ClusteringCallback", "cluster")
 
     def on_train_batch_begin(self, batch, logs=None):
         due = []

@@ -51,3 +51,27 @@ def attach(model, attr, state):
 
 def detach(model, attr):
     object.__delattr__(model, attr)
+
+
+def states_for_training(model, get_state, callback_name, verb):
+    """The states a technique's callback drives in `fit`, with the train step ready.
+
+    Collects the states attached to `model` or any layer inside it, fails
+    loudly when there are none (a forgotten `prune`/`cluster` is a mistake
+    worth stopping for), and rebuilds the train step once if a state was
+    attached after it was traced: an old step would not apply the new
+    constraints. It is not rebuilt on every `fit` (tracing costs time).
+    """
+    from keras_compress.core import walk
+
+    states = [s for layer in walk.iter_layers(model) if (s := get_state(layer)) is not None]
+    if not states:
+        raise ValueError(
+            f"{callback_name} found nothing to drive in model {model.name!r}: call "
+            f"keras_compress.{verb}(model, config) before fit."
+        )
+    if any(state.needs_retrace for state in states):
+        model.make_train_function(force=True)
+        for state in states:
+            state.needs_retrace = False
+    return states

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_compress.core import walk
+from keras_compress.core.state import states_for_training
 from keras_compress.pruning import api
 
 
@@ -29,25 +29,9 @@ class PruningCallback(keras.callbacks.Callback):
         super().__init__()
         self.verbose = verbose
         self._states = []
-        self._update_steps = set()
 
     def on_train_begin(self, logs=None):
-        model = self.model
-        self._states = [
-            state for layer in walk.iter_layers(model)
-            if (state := api.get_state(layer)) is not None
-        ]
-        if not self._states:
-            raise ValueError(
-                f"PruningCallback found no pruned layers in model {model.name!r}: "
-                "call keras_compress.prune(model, config) before fit."
-            )
-        # A train step traced before `prune` set the mask constraints would
-        # not apply them: rebuild it once, not on every `fit` (tracing costs).
-        if any(state.needs_retrace for state in self._states):
-            model.make_train_function(force=True)
-            for state in self._states:
-                state.needs_retrace = False
+        self._states = states_for_training(self.model, api.get_state, "PruningCallback", "prune")
 
     # Only a batch-begin hook: a batch-end hook would make Keras turn off its
     # asynchronous callback dispatch and wait for every step's logs.
