@@ -40,5 +40,14 @@ bench: install
 bench-quick: install
 	$(PY) bench/pruning.py --quick --out bench/results
 
+# keras-compress vs Keras 3 quantization vs tfmot. The first run creates bench/.venv-tfmot
+# (tensorflow-cpu, tf-keras, tensorflow-model-optimization, ai-edge-litert): a few minutes more.
+.PHONY: bench-compare bench-compare-quick
+bench-compare: install
+	$(PY) bench/compare.py --models lenet5,lenet_300_100,bn_cnn,mobilenet_v2_tiny --out bench/results
+
+bench-compare-quick: install
+	$(PY) bench/compare.py --quick --out bench/results
+
 clean:
 	rm -rf runs bench/results .pytest_cache

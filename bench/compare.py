@@ -109,13 +109,27 @@ class Settings:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
                 "optimizer": "Adam", "train_samples": self.train_samples}
 
-    def prune_dict(self):
+    def end_step(self, steps_total):
+        """Where the polynomial ramp ends: `end_fraction` of the steps, on a mask-update step.
+
+        tfmot updates masks only on steps that are multiples of `frequency`
+        (keras-compress also at `end_step`), so an end step between two updates
+        would leave tfmot short of the target; rounding it to a multiple of
+        `frequency` gives both toolkits the same update steps and final sparsity.
+        """
+        steps = self.end_fraction * steps_total / self.frequency
+        return self.frequency * max(1, int(round(steps)))
+
+    def prune_dict(self, steps_total, overhead_steps_total):
         return {"target_sparsity": self.target_sparsity, "initial_sparsity": self.initial_sparsity,
-                "end_fraction": self.end_fraction, "frequency": self.frequency, "power": self.power}
+                "end_step": self.end_step(steps_total), "overhead_end_step": self.end_step(overhead_steps_total),
+                "frequency": self.frequency, "power": self.power}
 
 
-QUICK = dict(baseline_epochs=2, epochs=1, train_samples=4000, overhead_samples=2000, overhead_pairs=2,
-             latency_runs=50, tfmot_timeout_s=900)
+# A smoke run of the whole harness: 47 fine-tuning steps, so masks move every 4 steps and the
+# learning rate is Adam's default (1e-4 barely moves a 90%-pruned LeNet-5 in 47 steps).
+QUICK = dict(baseline_epochs=2, epochs=1, train_samples=6000, learning_rate=1e-3, frequency=4,
+             overhead_samples=6000, overhead_pairs=2, latency_runs=50, tfmot_timeout_s=900)
 
 
 def log(message):
@@ -236,11 +250,15 @@ class ModelContext:
         s = self.settings
         return s.epochs * (-(-len(self.x_train) // s.batch_size))
 
+    def overhead_steps_total(self):
+        # The pruning schedule of the overhead runs spans 3 of their epochs.
+        s = self.settings
+        return 3 * (-(-min(s.overhead_samples, len(self.x_train)) // s.batch_size))
+
     def prune_config(self, steps_total):
         s = self.settings
         return kc.PruneConfig(target_sparsity=s.target_sparsity, schedule="polynomial",
-                              initial_sparsity=s.initial_sparsity,
-                              end_step=max(1, int(round(s.end_fraction * steps_total))),
+                              initial_sparsity=s.initial_sparsity, end_step=s.end_step(steps_total),
                               frequency=s.frequency, power=s.power)
 
     def artifact(self, stem):
@@ -366,7 +384,7 @@ def _kc_prune_overhead(ctx):
     x, y = ctx.x_train[: s.overhead_samples], ctx.y_train[: s.overhead_samples]
     plain = kc.zoo.compile_for_classification(ctx.fresh_baseline(), s.learning_rate)
     pruned = ctx.fresh_baseline()
-    kc.prune(pruned, ctx.prune_config(3 * (-(-len(x) // s.batch_size))))
+    kc.prune(pruned, ctx.prune_config(ctx.overhead_steps_total()))
     kc.zoo.compile_for_classification(pruned, s.learning_rate)
     return paired_overhead(plain, pruned, x, y, s.batch_size, s.overhead_pairs, [kc.PruningCallback()])
 
@@ -517,7 +535,8 @@ def run_tfmot(ctx, techniques=TFMOT_TECHNIQUES, python=None):
         os.remove(results_path)
     spec = {
         "model": ctx.name, "weights": ctx.weights_path, "weight_paths": ctx.weight_paths,
-        "data": _save_data(ctx), "budget": s.budget(), "prune": s.prune_dict(), "clusters": s.clusters,
+        "data": _save_data(ctx), "budget": s.budget(),
+        "prune": s.prune_dict(ctx.steps_total(), ctx.overhead_steps_total()), "clusters": s.clusters,
         "calibration_samples": s.calibration_samples,
         "overhead": {"samples": s.overhead_samples, "pairs": s.overhead_pairs},
         "techniques": list(techniques), "out_dir": ctx.work_dir, "results": results_path, "seed": s.seed,
@@ -610,6 +629,13 @@ def _num(value, spec):
     return "-" if value is None else format(value, spec)
 
 
+def _overhead_cell(row):
+    if row["overhead"] is None:
+        return "-"
+    spread = (row.get("overhead_detail") or {}).get("overhead_min_max")
+    return f"{row['overhead']:.2f}" + (f" ({spread[0]:.2f}-{spread[1]:.2f})" if spread else "")
+
+
 def markdown(result):
     s = result["settings"]
     lines = [
@@ -624,8 +650,8 @@ def markdown(result):
         f"{'all' if not s['train_samples'] else s['train_samples']} training images; baseline "
         f"{s['baseline_epochs']} epochs at 1e-3.",
         f"- Pruning: {round(100 * s['target_sparsity'])}% per kernel, polynomial from {s['initial_sparsity']} "
-        f"(power {s['power']:g}) ending at {s['end_fraction']:.2f} of the fine-tuning steps, masks every "
-        f"{s['frequency']} steps. Clustering: {s['clusters']} clusters, linear init. int8 PTQ calibrated on "
+        f"(power {s['power']:g}) ending at {s['end_fraction']:.2f} of the fine-tuning steps (rounded to a "
+        f"mask update), masks every {s['frequency']} steps. Clustering: {s['clusters']} clusters, linear init. int8 PTQ calibrated on "
         f"{s['calibration_samples']} training images.",
         f"- Measured here for every toolkit's `.tflite`: LiteRT accuracy over the whole test set "
         f"({result['test_samples']} images), raw and gzip (level 9) bytes, batch-1 latency (median of "
@@ -633,7 +659,8 @@ def markdown(result):
         "model's float32 baseline artifact / the row's gzip bytes.",
         f"- Overhead: median over {s['overhead_pairs']} paired epochs (alternating order, warm-up epoch "
         f"excluded, first {s['overhead_samples']} training images) of the technique's epoch time over a plain "
-        "fit of the same model in the same process (Keras 3 for keras-compress, tf_keras for tfmot).",
+        "fit of the same model in the same process (Keras 3 for keras-compress, tf_keras for tfmot); "
+        "min-max over the pairs in brackets.",
         f"- Wall time: {result['wall_s'] / 60:.1f} min.",
         "",
     ]
@@ -646,13 +673,15 @@ def markdown(result):
                   "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         for r in (row for row in result["rows"] if row["model"] == name):
             notes = r["reason"] if r["status"] != "ok" else (r.get("notes") or "")
+            if r["status"] == "ok" and r.get("kernel_sparsity") is not None:
+                notes += f"; kernel sparsity {r['kernel_sparsity']:.3f}"
             if r["status"] != "ok" and r.get("notes"):
                 notes = f"{r['reason']} ({r['notes']})"
             cells = (
                 r["toolkit"], r["technique"], r["format"], r["status"], _pct(r["keras_accuracy"]),
                 _pct(r["litert_accuracy"]), _num(r["raw_bytes"], ","), _num(r["gzip_bytes"], ","),
                 "-" if r["ratio"] is None else f"{r['ratio']:.1f}x", _num(r["latency_b1_ms"], ".3f"),
-                _num(r["finetune_s"], ".1f"), "-" if r["overhead"] is None else f"{r['overhead']:.2f}",
+                _num(r["finetune_s"], ".1f"), _overhead_cell(r),
                 notes.replace("|", "/"),
             )
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
@@ -738,6 +767,8 @@ def parse_args(argv=None):
     parser.add_argument("--tfmot-venv", default=DEFAULT_VENV)
     parser.add_argument("--no-create-venv", action="store_true", help="fail the tfmot rows if the venv is missing")
     parser.add_argument("--retrain", action="store_true", help="train the baselines again even if cached")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite compare.md from the compare.json in --out; runs nothing")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.quick and args.models == parser.get_default("models"):
@@ -762,6 +793,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args, models, toolkits, settings = parse_args(argv)
+    if args.render_only:
+        with open(os.path.join(args.out, "compare.json")) as f:
+            result = json.load(f)
+        write_results(result, args.out)
+        print(markdown(result))
+        return 0
     command = "python bench/compare.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     result = run(models, toolkits, settings, args.out, command, retrain=args.retrain)
     print(markdown(result))

@@ -178,8 +178,8 @@ def fit_timed(model, x, y, budget, callbacks=()):
     return time.perf_counter() - start
 
 
-def pruning_schedule(prune, steps_total):
-    end_step = max(1, int(round(prune["end_fraction"] * steps_total)))
+def pruning_schedule(prune, end_step):
+    """tfmot's polynomial decay; the parent chose `end_step` (a multiple of the frequency)."""
     return tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=prune["initial_sparsity"], final_sparsity=prune["target_sparsity"],
         begin_step=0, end_step=end_step, power=prune["power"], frequency=prune["frequency"],
@@ -331,7 +331,7 @@ class Worker:
 
     def prune(self):
         p = self.spec["prune"]
-        schedule, end_step = pruning_schedule(p, self.steps_total)
+        schedule, end_step = pruning_schedule(p, p["end_step"])
         model = tfmot.sparsity.keras.prune_low_magnitude(build_baseline(self.spec), pruning_schedule=schedule)
         seconds = fit_timed(model, self.x_train, self.y_train, self.budget,
                             [tfmot.sparsity.keras.UpdatePruningStep()])
@@ -340,7 +340,7 @@ class Worker:
         sparsity = self.sparsity(stripped)
         self._pruned, self._prune_seconds = stripped, seconds
         self.log(f"prune: {seconds:.1f} s, accuracy {acc:.4f}, kernel sparsity {sparsity:.3f}")
-        over_schedule, _ = pruning_schedule(p, 3 * self.overhead.steps_per_epoch)
+        over_schedule, _ = pruning_schedule(p, p["overhead_end_step"])
         timing = self.overhead.measure(
             tfmot.sparsity.keras.prune_low_magnitude(build_baseline(self.spec), pruning_schedule=over_schedule),
             [tfmot.sparsity.keras.UpdatePruningStep()])
@@ -398,11 +398,12 @@ class Worker:
         clusters = self.spec["clusters"]
         prune_seconds = self._prune_seconds
         sparsity_before = self.sparsity(self._pruned)
-        model = cluster.cluster_weights(self._pruned, number_of_clusters=clusters,
+        model = cluster.cluster_weights(self.pruned_copy(), number_of_clusters=clusters,
                                         cluster_centroids_init=cluster.CentroidInitialization.LINEAR,
                                         preserve_sparsity=True)
         cluster_seconds = fit_timed(model, self.x_train, self.y_train, self.budget)
         stripped = cluster.strip_clustering(model)
+        sparsity_after_cluster = self.sparsity(stripped)
 
         def pcqat(base):
             annotated = tfmot.quantization.keras.quantize_annotate_model(base)
@@ -415,20 +416,28 @@ class Worker:
         self.log(f"prune->cluster->PCQAT: {prune_seconds:.1f}+{cluster_seconds:.1f}+{pcqat_seconds:.1f} s, "
                  f"accuracy {acc:.4f}")
         timing = self.overhead.measure(pcqat(cluster.strip_clustering(
-            cluster.cluster_weights(self._pruned, number_of_clusters=clusters,
+            cluster.cluster_weights(self.pruned_copy(), number_of_clusters=clusters,
                                     cluster_centroids_init=cluster.CentroidInitialization.LINEAR,
                                     preserve_sparsity=True))))
         return [self.row(
             f"prune {round(100 * self.spec['prune']['target_sparsity']):d}% -> cluster {clusters} -> PCQAT", "int8",
             keras_accuracy=acc, finetune_s=prune_seconds + cluster_seconds + pcqat_seconds,
             stage_seconds=[prune_seconds, cluster_seconds, pcqat_seconds], kernel_sparsity_after_prune=sparsity_before,
+            kernel_sparsity=sparsity_after_cluster,
             artifact=convert(model, self.path("pcqat", "int8"), "int8_qat"),
             notes=("3 fine-tunings with the budget each (prune, sparsity-preserving cluster, PCQAT); "
-                   "overhead of the PCQAT stage"), **timing)]
+                   "overhead of the PCQAT stage; sparsity after the cluster stage"), **timing)]
+
+    def pruned_copy(self):
+        """A fresh copy of the stripped pruned model: tfmot's wrappers take over the layers they wrap,
+        so wrapping the same model twice fails (StopIteration in ClusterWeights.build)."""
+        copy = keras.models.clone_model(self._pruned)
+        copy.set_weights(self._pruned.get_weights())
+        return copy
 
     def prune_for_chain(self):
         p = self.spec["prune"]
-        schedule, _ = pruning_schedule(p, self.steps_total)
+        schedule, _ = pruning_schedule(p, p["end_step"])
         model = tfmot.sparsity.keras.prune_low_magnitude(build_baseline(self.spec), pruning_schedule=schedule)
         self._prune_seconds = fit_timed(model, self.x_train, self.y_train, self.budget,
                                         [tfmot.sparsity.keras.UpdatePruningStep()])
