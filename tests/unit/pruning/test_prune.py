@@ -210,8 +210,7 @@ def test_a_model_trained_before_pruning_keeps_its_zeros_in_later_fits():
 
 
 def test_later_fit_calls_reuse_the_compiled_train_step():
-    if keras.backend.backend() == "jax":
-        pytest.skip("JAX recompiles after each mask update by design (masks are constants there)")
+    # (JAX also recompiles after each mask update; none falls in the second fit.)
     model = builders.compile_tiny(builders.functional())
     kc.prune(model, kc.PruneConfig(0.5))
     x, y = builders.dense_data(16)
