@@ -1,5 +1,6 @@
 """Named weights: importance scores per parameter, keyed by variable path."""
 
 from keras_compress.importance.api import HESSIANS, METHODS, aggregate, score
+from keras_compress.importance.sensitivity import allocate, auto_layer_targets, sensitivity
 
-__all__ = ["HESSIANS", "METHODS", "aggregate", "score"]
+__all__ = ["HESSIANS", "METHODS", "aggregate", "allocate", "auto_layer_targets", "score", "sensitivity"]

@@ -1,0 +1,130 @@
+"""Per-layer sensitivity to pruning, and per-layer targets derived from it."""
+
+import re
+
+import keras
+import numpy as np
+
+from keras_compress import evaluate
+from keras_compress.core import walk
+from keras_compress.ops import masks as mask_ops
+
+SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+
+
+def sensitivity(model, data, sparsities=SPARSITIES, layers=None, max_samples=2000, batch_size=256):
+    """Accuracy versus sparsity for each prunable weight, the others intact.
+
+    Each weight is pruned one-shot by magnitude to each sparsity, the model is
+    evaluated on (a subset of) `data`, and the weight is restored exactly.
+
+    Args:
+        model: a built Keras classifier.
+        data: `(x, y)` validation data.
+        sparsities: the sparsities to try, each in [0, 1).
+        layers: filter as for `prune`.
+        max_samples: evaluate on at most this many samples.
+        batch_size: evaluation batch size.
+
+    Returns:
+        `{"baseline": accuracy, "curves": {name: {sparsity: accuracy}},
+        "sizes": {name: number of weights}}`, names as `importance.score`'s.
+
+    Raises:
+        ValueError: if a sparsity is outside [0, 1) or nothing is prunable.
+
+    Example:
+    >>> curves = keras_compress.importance.sensitivity(model, (x_val, y_val))
+    """
+    for s in sparsities:
+        if not 0.0 <= float(s) < 1.0:
+            raise ValueError(f"sparsities must be in [0, 1). Received: {list(sparsities)}")
+    x, y = np.asarray(data[0])[:max_samples], np.asarray(data[1])[:max_samples]
+    chosen, _ = walk.find_weights(model, layers)
+    if not chosen:
+        raise ValueError(f"Model {model.name!r} has no prunable weights (layers={layers!r}).")
+    baseline = evaluate.keras_accuracy(model, x, y, batch_size)
+    curves, sizes = {}, {}
+    for ref in chosen:
+        name = walk.weight_name(model, ref.variable)
+        original = np.array(keras.ops.convert_to_numpy(ref.variable.value))
+        sizes[name] = int(original.size)
+        curves[name] = {}
+        try:
+            for s in sparsities:
+                mask = keras.ops.convert_to_numpy(mask_ops.magnitude_mask(np.abs(original), s))
+                ref.variable.assign(original * mask)
+                curves[name][float(s)] = evaluate.keras_accuracy(model, x, y, batch_size)
+        finally:
+            ref.variable.assign(original)
+    return {"baseline": baseline, "curves": curves, "sizes": sizes}
+
+
+def allocate(curves, sizes, baseline, target_sparsity, step=0.005, max_sparsity=0.995):
+    """Per-weight sparsities meeting a global target with the least predicted loss.
+
+    Greedy on the piecewise-linear sensitivity curves: repeatedly raise, by
+    `step`, the sparsity of the weight whose predicted accuracy loss per
+    removed parameter is smallest, until the global target is reached; the
+    last raise is trimmed so that the weighted sparsity equals the target.
+
+    Args:
+        curves: `{name: {sparsity: accuracy}}` (from `sensitivity`).
+        sizes: `{name: number of weights}`.
+        baseline: accuracy at sparsity 0.
+        target_sparsity: the global fraction of zeros over all these weights.
+        step: grid step of the search.
+        max_sparsity: no weight is pruned beyond this.
+
+    Returns:
+        `{name: sparsity}` with `sum(s * size) == target * sum(size)`.
+
+    Raises:
+        ValueError: if the target is outside [0, max_sparsity].
+    """
+    if not 0.0 <= target_sparsity <= max_sparsity:
+        raise ValueError(f"target_sparsity must be in [0, {max_sparsity}]. Received: {target_sparsity}")
+
+    def loss(name, s):
+        points = sorted({0.0: baseline, **curves[name]}.items())
+        xs, ys = zip(*points)
+        return baseline - float(np.interp(s, xs, ys))
+
+    total = sum(sizes.values())
+    needed = target_sparsity * total
+    chosen = {name: 0.0 for name in curves}
+    removed = 0.0
+    while removed < needed - 1e-9:
+        best, best_cost = None, None
+        for name, s in chosen.items():
+            if s + 1e-12 >= max_sparsity:
+                continue
+            nxt = min(s + step, max_sparsity)
+            cost = (loss(name, nxt) - loss(name, s)) / ((nxt - s) * sizes[name])
+            if best_cost is None or cost < best_cost:
+                best, best_cost = name, cost
+        nxt = min(chosen[best] + step, max_sparsity)
+        gain = (nxt - chosen[best]) * sizes[best]
+        if removed + gain > needed:
+            nxt = chosen[best] + (needed - removed) / sizes[best]
+            gain = needed - removed
+        chosen[best] = nxt
+        removed += gain
+    return chosen
+
+
+def auto_layer_targets(model, data, target_sparsity, sparsities=SPARSITIES, layers=None, max_samples=2000):
+    """Per-layer targets for `PruneConfig(layer_targets=...)` from sensitivity.
+
+    Returns:
+        `{regex matching exactly one weight: sparsity}`; with it every chosen
+        weight is pruned to its own target and together they meet
+        `target_sparsity` (to within one weight per tensor, from rounding).
+
+    Example:
+    >>> targets = keras_compress.importance.auto_layer_targets(model, (x_val, y_val), 0.95)
+    >>> keras_compress.prune(model, keras_compress.PruneConfig(0.95, layer_targets=targets))
+    """
+    result = sensitivity(model, data, sparsities, layers, max_samples)
+    plan = allocate(result["curves"], result["sizes"], result["baseline"], target_sparsity)
+    return {f"(^|/){re.escape(name)}$": min(float(s), 0.999) for name, s in plan.items()}

@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+import builders
+import keras_compress as kc
+from keras_compress import importance
+
+
+def test_allocate_meets_the_global_target_exactly_and_spares_the_sensitive_layer():
+    curves = {"a": {0.5: 0.5, 0.9: 0.1}, "b": {0.5: 0.99, 0.9: 0.97}}
+    sizes = {"a": 100, "b": 900}
+    plan = importance.allocate(curves, sizes, baseline=1.0, target_sparsity=0.6)
+    assert sum(plan[n] * sizes[n] for n in sizes) == pytest.approx(0.6 * 1000, abs=1e-6)
+    assert plan["b"] > plan["a"]
+    assert plan["a"] < 0.1  # the fragile layer is barely touched
+
+
+def test_allocate_rejects_unreachable_targets():
+    with pytest.raises(ValueError, match="target_sparsity must be in"):
+        importance.allocate({"a": {0.5: 0.5}}, {"a": 10}, 1.0, 0.999)
+
+
+def test_auto_layer_targets_prune_to_the_global_sparsity():
+    model = builders.compile_tiny(builders.functional())
+    x, y = builders.dense_data(256)
+    model.fit(x, y, epochs=5, verbose=0)
+    trained = [np.array(w) for w in model.get_weights()]
+    curves = importance.sensitivity(model, (x, y), sparsities=(0.5, 0.9))
+    assert set(curves["curves"]) == {"hidden/kernel", "out/kernel"}
+    targets = importance.auto_layer_targets(model, (x, y), 0.8, sparsities=(0.5, 0.9))
+    # sensitivity analysis restored every weight exactly
+    assert all(np.array_equal(a, np.array(b)) for a, b in zip(trained, model.get_weights()))
+    kc.prune(model, kc.PruneConfig(0.8, layer_targets=targets))
+    kernels = [w for w in model.get_weights() if w.ndim == 2]
+    zeros = sum(int((k == 0).sum()) for k in kernels)
+    total = sum(k.size for k in kernels)
+    assert abs(zeros - 0.8 * total) <= len(kernels)  # exact up to rounding, one weight per tensor
