@@ -1,0 +1,168 @@
+"""Fake quantization maths in `keras.ops`: weights, activations, BN folding.
+
+Fake quantization rounds a float tensor to the grid an integer kernel will
+use and returns it as float, so training sees the rounding error. The
+rounding itself is Keras's `keras.quantizers.fake_quant_with_min_max_vars`:
+under TensorFlow it emits `tf.quantization.fake_quant_*` ops, which the
+LiteRT converter reads as the ranges of a quantization-aware-trained model;
+under other backends it is the same arithmetic with a straight-through
+gradient (1 inside the range, 0 outside). What this module adds is the
+LiteRT int8 scheme on top:
+
+- weights: symmetric, per output channel, narrow range (int8 in
+  [-127, 127], zero point 0), the range being the channel's largest
+  magnitude;
+- activations: asymmetric, per tensor, full range ([-128, 127]), the range
+  tracked by an exponential moving average of batch minima and maxima and
+  always containing 0 (so that 0, padding's value, is exact);
+- batch normalization folded into the kernel and bias before it.
+"""
+
+import keras
+from keras import ops
+
+# A channel whose weights are all zero (pruned away) still needs a non-empty
+# range: its zeros stay exactly zero under any positive range.
+_MIN_RANGE = 1e-8
+
+
+def check_bits(num_bits, what="num_bits"):
+    """Validates a bit width for fake quantization (2 to 8 bits)."""
+    if isinstance(num_bits, bool) or not isinstance(num_bits, int) or not 2 <= num_bits <= 8:
+        raise ValueError(
+            f"{what} must be an int in [2, 8] (LiteRT stores 8; fewer bits are "
+            f"simulated for experiments). Received: {what}={num_bits!r}"
+        )
+    return num_bits
+
+
+def channel_max_abs(weight, axis):
+    """Largest magnitude of `weight` per channel along `axis` (None: whole tensor)."""
+    weight = ops.convert_to_tensor(weight)
+    if axis is None:
+        return ops.max(ops.abs(weight))
+    axis = axis % len(weight.shape)
+    reduce_axes = tuple(i for i in range(len(weight.shape)) if i != axis)
+    return ops.max(ops.abs(weight), axis=reduce_axes)
+
+
+def fake_quant_weight(weight, num_bits=8, axis=-1):
+    """Symmetric fake quantization of a weight tensor.
+
+    The range of each channel is `[-m, m]` with `m` its largest magnitude;
+    `num_bits=8` gives the integers -127..127 (narrow range, zero point 0),
+    so zeros stay exactly zero and the largest weight is exact. The range is
+    not differentiated: the weight's gradient passes straight through.
+
+    Args:
+        weight: a float tensor.
+        num_bits: bit width, 2 to 8.
+        axis: the output-channel axis (per-channel), or None (per-tensor).
+
+    Returns:
+        A tensor of `weight`'s shape and dtype, on the quantization grid.
+
+    Example:
+    >>> fake_quant_weight(np.array([[0.5, -1.0], [0.25, 2.0]]), 8, axis=-1)
+    """
+    weight = ops.convert_to_tensor(weight)
+    if not hasattr(weight, "ndim"):  # a TensorFlow variable: read it
+        weight = ops.copy(weight)
+    limit = ops.stop_gradient(ops.maximum(channel_max_abs(weight, axis), _MIN_RANGE))
+    return keras.quantizers.fake_quant_with_min_max_vars(
+        weight, -limit, limit, num_bits=num_bits, narrow_range=True, axis=axis
+    )
+
+
+def activation_range(range_min, range_max):
+    """The range fake quantization uses: widened to contain 0, never empty."""
+    range_min = ops.minimum(range_min, 0.0)
+    range_max = ops.maximum(ops.maximum(range_max, 0.0), range_min + _MIN_RANGE)
+    return range_min, range_max
+
+
+def fake_quant_activation(x, range_min, range_max, num_bits=8):
+    """Asymmetric per-tensor fake quantization of an activation tensor.
+
+    Values outside `[range_min, range_max]` (widened to contain 0) are
+    clipped; the gradient is 1 inside the range and 0 outside.
+
+    Args:
+        x: a float tensor.
+        range_min, range_max: scalars (tensors or variables).
+        num_bits: bit width, 2 to 8.
+
+    Returns:
+        A tensor like `x`, on the grid of `2**num_bits` levels.
+    """
+    range_min, range_max = activation_range(
+        ops.convert_to_tensor(range_min, "float32"), ops.convert_to_tensor(range_max, "float32")
+    )
+    return keras.quantizers.fake_quant_with_min_max_vars(
+        x, range_min, range_max, num_bits=num_bits, narrow_range=False
+    )
+
+
+def moving_range(range_min, range_max, x, decay, initialized):
+    """The activation range after seeing batch `x`.
+
+    The first batch (`initialized` == 0) sets the range to its own minimum
+    and maximum; later batches move it by an exponential moving average,
+    `range = decay * range + (1 - decay) * batch`.
+
+    Returns:
+        `(new_min, new_max)`, scalar tensors.
+    """
+    x = ops.stop_gradient(ops.cast(x, "float32"))
+    batch_min, batch_max = ops.min(x), ops.max(x)
+    ema_min = decay * range_min + (1.0 - decay) * batch_min
+    ema_max = decay * range_max + (1.0 - decay) * batch_max
+    first = ops.equal(initialized, 0.0)
+    return ops.where(first, batch_min, ema_min), ops.where(first, batch_max, ema_max)
+
+
+def quant_params(range_min, range_max, num_bits=8):
+    """LiteRT's `(scale, zero_point)` for an activation range (int8: [-128, 127]).
+
+    Applies the same nudging as the fake quantization (the zero point is an
+    integer, so the range shifts slightly), which is what the converter does.
+    """
+    range_min, range_max = activation_range(
+        ops.convert_to_tensor(range_min, "float32"), ops.convert_to_tensor(range_max, "float32")
+    )
+    levels = 2**num_bits - 1
+    scale = (range_max - range_min) / levels
+    zero_point = ops.round(ops.clip(-range_min / scale, 0, levels)) - 2 ** (num_bits - 1)
+    return scale, zero_point
+
+
+def fold_batchnorm(kernel, bias, gamma, beta, mean, variance, epsilon, channel_axis=-1):
+    """Folds an inference-mode batch normalization into the layer before it.
+
+    `bn(conv(x, kernel) + bias) == conv(x, kernel * s) + (bias - mean) * s + beta`
+    with `s = gamma / sqrt(variance + epsilon)`, per output channel.
+
+    Args:
+        kernel: the kernel; `channel_axis` is its output-channel axis.
+        bias: the bias, or None for a layer without one.
+        gamma, beta, mean, variance: the normalization's per-channel vectors
+            (`gamma`/`beta` None when it does not scale/center).
+        epsilon: the normalization's epsilon.
+        channel_axis: the kernel's output-channel axis.
+
+    Returns:
+        `(folded_kernel, folded_bias)`.
+    """
+    kernel = ops.convert_to_tensor(kernel)
+    mean = ops.convert_to_tensor(mean)
+    scale = 1.0 / ops.sqrt(ops.convert_to_tensor(variance) + epsilon)
+    if gamma is not None:
+        scale = scale * gamma
+    shape = [1] * len(kernel.shape)
+    shape[channel_axis] = -1
+    folded_kernel = kernel * ops.reshape(scale, shape)
+    folded_bias = (0.0 if bias is None else bias) - mean
+    folded_bias = folded_bias * scale
+    if beta is not None:
+        folded_bias = folded_bias + beta
+    return folded_kernel, folded_bias
