@@ -8,8 +8,9 @@ import keras_compress
 def test_public_names_are_pinned():
     assert sorted(keras_compress.__all__) == sorted([
         "ClusterConfig", "ClusteringCallback", "cluster", "clustering_summary", "is_clustered",
-        "PruneConfig", "PruningCallback", "__version__", "datasets", "evaluate", "importance",
+        "PruneConfig", "PruningCallback", "QATConfig", "__version__", "datasets", "evaluate", "importance",
         "is_pruned", "prune", "pruning_summary", "schedules", "strip", "zoo",
+        "quantize", "quantization_summary", "is_quantized",
     ])
     for name in keras_compress.__all__:
         assert hasattr(keras_compress, name), name
@@ -18,7 +19,7 @@ def test_public_names_are_pinned():
 def test_import_does_not_load_tensorflow_under_another_backend():
     code = (
         "import sys, keras_compress, keras_compress.cli.main, keras_compress.core.report;"
-        "import keras_compress.pruning, keras_compress.zoo;"
+        "import keras_compress.pruning, keras_compress.zoo, keras_compress.quantization;"
         "heavy = [m for m in ('tensorflow', 'ai_edge_litert') if m in sys.modules];"
         "print(heavy); sys.exit(1 if heavy else 0)"
     )

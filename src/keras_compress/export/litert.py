@@ -59,6 +59,7 @@ class _Job:
     path: str
     calibration: object = None  # np.ndarray of samples for "int8", else None
     int8_io: bool = False
+    qat: bool = False  # "int8" from a QAT model: its trained ranges, no calibration
 
 
 def _require(module_name, purpose):
@@ -177,6 +178,12 @@ def _converter_kwargs(tf, job):
     kwargs = {"optimizations": [tf.lite.Optimize.DEFAULT]}
     if job.fmt == "float16":
         kwargs["target_spec"] = {"supported_types": [tf.float16]}
+    elif job.fmt == "int8" and job.qat:
+        # The graph carries fake-quantization ops with the trained ranges;
+        # the converter makes each an int8 tensor with exactly that range.
+        if job.int8_io:
+            kwargs["inference_input_type"] = tf.int8
+            kwargs["inference_output_type"] = tf.int8
     elif job.fmt == "int8":
         samples = job.calibration
 
@@ -249,8 +256,31 @@ def _quiet_tensorflow(tf):
 
 def _convert_in_process(model, job, out_path):
     tf = _import_tensorflow()
-    with _quiet_tensorflow(tf):
+    with _quiet_tensorflow(tf), _qat_mode(model, job):
         model.export(out_path, format="litert", verbose=False, **_converter_kwargs(tf, job))
+
+
+@contextlib.contextmanager
+def _qat_mode(model, job):
+    """A QAT model exports its fake quantization for "int8", and its float
+    (folded) self for the other formats."""
+    from keras_compress.quantization import api as qat
+
+    state = qat.get_state(model)
+    if state is None:
+        yield
+    elif job.qat:
+        state.exporting = True
+        try:
+            yield
+        finally:
+            state.exporting = False
+    else:
+        restore = qat.detach_for_saving(model)
+        try:
+            yield
+        finally:
+            restore()
 
 
 def _import_modules_named_in(keras_path):
@@ -313,9 +343,17 @@ def _child_main(spec):
     # safe_mode=False: the file was written a moment ago by our own parent.
     model = keras.saving.load_model(spec["model"], compile=False, safe_mode=False)
     _call_once_if_subclassed(model)
-    for item in spec["jobs"]:
+    # Float formats first: QAT (for "int8" from a QAT model) changes the model.
+    for item in sorted(spec["jobs"], key=lambda item: item["qat"]):
+        if item["qat"]:
+            from keras_compress.quantization import api as qat
+            from keras_compress.quantization.config import QATConfig
+
+            if not qat.is_quantized(model):
+                qat.quantize(model, QATConfig.from_dict(spec["qat"]["config"]))
+                qat.set_quantization_ranges(model, spec["qat"]["ranges"])
         calibration = np.load(item["calibration"]) if item["calibration"] else None
-        job = _Job(item["fmt"], item["path"], calibration, item["int8_io"])
+        job = _Job(item["fmt"], item["path"], calibration, item["int8_io"], item["qat"])
         _convert_in_process(model, job, item["path"])
 
 
@@ -330,7 +368,7 @@ def _convert_in_subprocess(model, jobs, out_paths):
     backend = keras.backend.backend()
     with tempfile.TemporaryDirectory(prefix="keras_compress_export_") as work:
         model_path = os.path.join(work, "model.keras")
-        model.save(model_path)
+        qat_spec = _save_for_child(model, model_path)
         saved_calibration = {}
         spec_jobs = []
         for job, out_path in zip(jobs, out_paths):
@@ -343,10 +381,11 @@ def _convert_in_subprocess(model, jobs, out_paths):
                     )
                     np.save(saved_calibration[key], job.calibration)
                 calibration_path = saved_calibration[key]
-            spec_jobs.append({"fmt": job.fmt, "path": out_path,
+            spec_jobs.append({"fmt": job.fmt, "path": out_path, "qat": job.qat,
                               "calibration": calibration_path, "int8_io": job.int8_io})
         spec = {
             "model": model_path,
+            "qat": qat_spec,
             "jobs": spec_jobs,
             "package_root": _PACKAGE_ROOT,
             # Appended in the child, so modules importable here (a user's
@@ -375,6 +414,58 @@ def _convert_in_subprocess(model, jobs, out_paths):
             "keras.saving.register_keras_serializable in an importable module "
             "(not __main__) to load there. Last lines of its stderr:\n" + tail
         )
+
+
+def _save_for_child(model, model_path):
+    """Saves `model` for the TensorFlow subprocess; returns its QAT spec or None.
+
+    A QAT model is saved without its fake quantization (folded, float) and
+    its trained ranges travel beside it; the subprocess quantizes the loaded
+    model again with the same config and sets those ranges.
+    """
+    from keras_compress.quantization import api as qat
+
+    state = qat.get_state(model)
+    if state is None:
+        model.save(model_path)
+        return None
+    if callable(state.config.layers):
+        raise ValueError(
+            "A QAT model whose QATConfig.layers is a callable cannot be exported under "
+            f"the {_backend_name()} backend (the TensorFlow subprocess needs the config "
+            "as data): use a regex for layers, or export under TensorFlow."
+        )
+    spec = {"config": state.config.to_dict(), "ranges": qat.quantization_ranges(model)}
+    restore = qat.detach_for_saving(model)
+    try:
+        model.save(model_path)
+    finally:
+        restore()
+    return spec
+
+
+def _backend_name():
+    import keras
+
+    return keras.backend.backend()
+
+
+def _qat_job_settings(model, fmt, representative_data):
+    """For "int8" from a QAT model: no calibration, and every range observed."""
+    from keras_compress.quantization import api as qat
+
+    if fmt != "int8" or not qat.is_quantized(model):
+        return False
+    state = qat.get_state(model)
+    if not state.config.deployable:
+        raise ValueError(
+            "This QAT model simulates "
+            f"{state.config.weight_bits}-bit weights and {state.config.activation_bits}-bit "
+            "activations; LiteRT stores int8 only, so it cannot be exported at that width. "
+            "Export fmt='float32' (float weights on the coarse grid) or train with 8 bits."
+        )
+    qat.check_ranges_observed(model)
+    return True
 
 
 def _write_atomically(model, jobs):
@@ -431,7 +522,9 @@ def export_litert(model, path, fmt="float32", representative_data=None,
       fly; no calibration data needed.
     - `"int8"`: full integer quantization; weights and activations are int8,
       with activation ranges calibrated on `representative_data`. Inputs and
-      outputs stay float32 unless `int8_io=True`.
+      outputs stay float32 unless `int8_io=True`. For a model prepared by
+      `keras_compress.quantize` (QAT), the ranges learned in training are
+      used instead and `representative_data` is not needed.
 
     Everything is validated before anything is written; the file is written
     to a temporary name and renamed into place, so a failure leaves no
@@ -480,9 +573,10 @@ def export_litert(model, path, fmt="float32", representative_data=None,
         )
     _check_model(model)
     calibration = None
-    if fmt == "int8":
+    qat = _qat_job_settings(model, fmt, representative_data)
+    if fmt == "int8" and not qat:
         calibration = _calibration_samples(model, representative_data, num_calibration_samples)
-    _write_atomically(model, [_Job(fmt, path, calibration, bool(int8_io))])
+    _write_atomically(model, [_Job(fmt, path, calibration, bool(int8_io), qat)])
     return path
 
 
@@ -532,11 +626,12 @@ def export_all(model, out_dir, formats, representative_data=None, stem="model"):
     out_dir = os.fspath(out_dir)
     _check_model(model)
     calibration = None
-    if "int8" in formats:
+    qat = _qat_job_settings(model, "int8", representative_data) if "int8" in formats else False
+    if "int8" in formats and not qat:
         calibration = _calibration_samples(model, representative_data, 256)
     jobs = [
         _Job(fmt, os.path.join(out_dir, f"{stem}_{fmt}.tflite"),
-             calibration if fmt == "int8" else None)
+             calibration if fmt == "int8" else None, False, qat and fmt == "int8")
         for fmt in formats
     ]
     _write_atomically(model, jobs)

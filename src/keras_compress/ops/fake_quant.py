@@ -68,6 +68,12 @@ def fake_quant_weight(weight, num_bits=8, axis=-1):
     weight = ops.convert_to_tensor(weight)
     if not hasattr(weight, "ndim"):  # a TensorFlow variable: read it
         weight = ops.copy(weight)
+    last = len(weight.shape) - 1
+    if axis is not None and axis % len(weight.shape) != last:
+        # Keras's non-TensorFlow path broadcasts per-channel ranges along the
+        # last axis only, so the channel axis is moved there and back.
+        moved = ops.swapaxes(weight, axis, last)
+        return ops.swapaxes(fake_quant_weight(moved, num_bits, -1), axis, last)
     limit = ops.stop_gradient(ops.maximum(channel_max_abs(weight, axis), _MIN_RANGE))
     return keras.quantizers.fake_quant_with_min_max_vars(
         weight, -limit, limit, num_bits=num_bits, narrow_range=True, axis=axis

@@ -41,7 +41,9 @@ SKIP_NO_RULE = "no quantization rule for this layer type (register one with regi
 SKIP_UNFOLDED_BN = "BatchNormalization not folded (no Conv/Dense before it in the graph); output quantized"
 SKIP_NO_ATTRIBUTE = "weight not held in a layer attribute, so its call cannot see it fake-quantized"
 
-# How a layer without weights of its own is treated. "output": LiteRT gives
+RULES = ("weights", "output", "pass", "fixed")
+# How each layer type is treated. "weights": its kernels and output are
+# quantized; "output": LiteRT gives
 # its output its own scale, so the output is fake-quantized; "pass": the
 # output keeps its input's scale (max pooling, reshapes); "fixed": LiteRT
 # fixes the output's scale itself (softmax: 1/256).
@@ -53,15 +55,18 @@ def register_layer_rule(layer_type, rule):
 
     Args:
         layer_type: a `keras.layers.Layer` subclass (subclasses inherit it).
-        rule: `"output"` (its output gets its own int8 range), `"pass"` (its
+        rule: `"weights"` (its kernels are fake-quantized, per output channel,
+            by swapping them for their quantized values during its call, and
+            its output gets a range; the layer must hold each kernel in an
+            attribute), `"output"` (its output gets its own int8 range), `"pass"` (its
             output keeps its input's range: reshapes, max pooling) or
             `"fixed"` (the runtime fixes the output's range: softmax).
 
     Example:
     >>> register_layer_rule(MyClip, "pass")
     """
-    if rule not in ("output", "pass", "fixed"):
-        raise ValueError(f"rule must be 'output', 'pass' or 'fixed'. Received: rule={rule!r}")
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {list(RULES)}. Received: rule={rule!r}")
     if not (isinstance(layer_type, type) and issubclass(layer_type, keras.layers.Layer)):
         raise TypeError(f"layer_type must be a keras.layers.Layer subclass. Received: {layer_type!r}")
     _RULES[layer_type] = rule
@@ -69,6 +74,10 @@ def register_layer_rule(layer_type, rule):
 
 def _register_defaults():
     layers = keras.layers
+    for name in ("Dense", "EinsumDense", "Embedding", "Conv1D", "Conv2D", "Conv3D",
+                 "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", "DepthwiseConv1D",
+                 "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D"):
+        register_layer_rule(getattr(layers, name), "weights")
     for name in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
                  "ReLU", "LeakyReLU", "ELU", "PReLU", "AveragePooling1D", "AveragePooling2D",
                  "AveragePooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
@@ -373,6 +382,10 @@ def _plan(model, config, chosen_layers, consumers, added):
             plans.append(plan)
             continue
         variables = weights_by_layer.get(id(layer), [])
+        if variables and not (_rule_for(layer) == "weights"
+                              or callable(getattr(layer, "get_quantizable_weights", None))):
+            float_layers.append((layer.name, SKIP_NO_RULE))
+            continue
         if variables:
             plan = LayerPlan(layer, "weights")
             for variable in variables:
@@ -394,7 +407,7 @@ def _plan(model, config, chosen_layers, consumers, added):
             plans.append(plan)
             continue
         rule = _rule_for(layer)
-        if rule is None:
+        if rule is None or rule == "weights":
             float_layers.append((layer.name, SKIP_NO_RULE))
             continue
         if rule == "output":

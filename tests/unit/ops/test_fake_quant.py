@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_compress.ops import fake_quant as fq
+
+
+def reference_weight(w, bits, axis):
+    """Symmetric narrow-range quantization, written out by hand."""
+    levels = 2 ** (bits - 1) - 1
+    if axis is None:
+        m = np.abs(w).max()
+    else:
+        m = np.abs(np.moveaxis(w, axis, -1)).reshape(-1, w.shape[axis]).max(axis=0)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        m = m.reshape(shape)
+    scale = m / levels
+    return np.clip(np.floor(w / scale + 0.5), -levels, levels) * scale
+
+
+def reference_activation(x, low, high, bits):
+    """Asymmetric quantization with TensorFlow's zero-point nudging."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    levels = 2**bits - 1
+    scale = (high - low) / levels
+    zero = np.round(-low / scale)
+    q = np.clip(np.floor(x / scale + zero + 0.5), 0, levels)
+    return (q - zero) * scale
+
+
+@pytest.mark.parametrize("axis", [None, -1, 0])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_weight_fake_quant_matches_hand_computed(axis, bits):
+    w = np.random.default_rng(0).normal(size=(5, 6)).astype("float32")
+    got = ops.convert_to_numpy(fq.fake_quant_weight(w, bits, axis))
+    np.testing.assert_allclose(got, reference_weight(w, bits, axis), rtol=1e-5, atol=1e-6)
+    # At most 2 * (2**(bits-1) - 1) + 1 levels per channel, largest magnitude exact.
+    channels = got.T if axis == -1 else got if axis == 0 else got.reshape(1, -1)
+    for row in channels:
+        assert len(np.unique(row)) <= 2 ** bits - 1
+
+
+def test_weight_fake_quant_keeps_zeros_and_all_zero_channels():
+    w = np.array([[0.0, 0.5], [0.0, -1.0], [0.0, 0.0]], "float32")
+    got = ops.convert_to_numpy(fq.fake_quant_weight(w, 8, -1))
+    assert np.all(got[:, 0] == 0.0)
+    assert got[2, 1] == 0.0
+    assert got[1, 1] == pytest.approx(-1.0, abs=1e-7)
+    assert np.isfinite(got).all()
+
+
+def test_activation_fake_quant_matches_hand_computed():
+    x = np.linspace(-3.1, 5.3, 97).astype("float32")
+    got = ops.convert_to_numpy(fq.fake_quant_activation(x, -2.0, 4.0, 8))
+    np.testing.assert_allclose(got, reference_activation(x, -2.0, 4.0, 8), atol=1e-5)
+    assert got.min() >= -2.0 - 1e-6 and got.max() <= 4.0 + 0.03  # clipped to the range
+
+
+def test_activation_range_always_contains_zero():
+    x = np.array([0.0, 1.0, 2.0], "float32")
+    got = ops.convert_to_numpy(fq.fake_quant_activation(x, 0.5, 2.0, 8))
+    assert got[0] == 0.0  # 0 exact even though the observed range started at 0.5
+
+
+def test_moving_range_first_batch_sets_then_averages():
+    low, high = fq.moving_range(0.0, 0.0, np.array([-1.0, 3.0]), 0.9, 0.0)
+    assert float(low) == -1.0 and float(high) == 3.0
+    low, high = fq.moving_range(low, high, np.array([-2.0, 1.0]), 0.9, 1.0)
+    assert float(low) == pytest.approx(0.9 * -1.0 + 0.1 * -2.0)
+    assert float(high) == pytest.approx(0.9 * 3.0 + 0.1 * 1.0)
+
+
+def test_quant_params_match_the_converters_int8_scheme():
+    scale, zero = fq.quant_params(-1.0, 3.0, 8)
+    assert float(scale) == pytest.approx(4.0 / 255)
+    assert float(zero) == round(1.0 / (4.0 / 255)) - 128
+
+
+def test_fold_batchnorm_equals_dense_then_normalization():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(7, 4)).astype("float32")
+    kernel, bias = rng.normal(size=(4, 3)), rng.normal(size=3)
+    gamma, beta, mean = rng.normal(size=3), rng.normal(size=3), rng.normal(size=3)
+    var = rng.uniform(0.5, 2.0, size=3)
+    expected = ((x @ kernel + bias) - mean) / np.sqrt(var + 1e-3) * gamma + beta
+    k, b = fq.fold_batchnorm(kernel, bias, gamma, beta, mean, var, 1e-3)
+    np.testing.assert_allclose(x @ ops.convert_to_numpy(k) + ops.convert_to_numpy(b), expected, rtol=1e-5, atol=1e-5)
+    k, b = fq.fold_batchnorm(kernel, None, None, None, mean, var, 1e-3)
+    np.testing.assert_allclose(x @ ops.convert_to_numpy(k) + ops.convert_to_numpy(b),
+                               (x @ kernel - mean) / np.sqrt(var + 1e-3), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bits", [1, 9, 8.0, True, "8"])
+def test_bad_bit_widths_are_refused(bits):
+    with pytest.raises(ValueError, match="num_bits must be an int in \\[2, 8\\]"):
+        fq.check_bits(bits)

@@ -1,0 +1,257 @@
+import keras
+import numpy as np
+import pytest
+from keras import layers, ops
+
+import builders
+import keras_compress as kc
+from keras_compress.ops import fake_quant as fq
+from keras_compress.quantization import api as qat
+
+
+def bn_model(seed=0):
+    """Conv -> BN -> ReLU6 -> Depthwise -> BN -> ReLU -> Add -> Concatenate -> Dense, BN stats set."""
+    builders.seeded(seed)
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(6, 3, padding="same", use_bias=False, name="conv")(inputs)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.ReLU(6.0, name="relu6")(x)
+    y = layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    y = layers.BatchNormalization(name="dw_bn")(y)
+    y = layers.ReLU(name="dw_relu")(y)
+    z = layers.Add(name="add")([x, y])
+    z = layers.Concatenate(name="concat")([z, x])
+    z = layers.MaxPooling2D(name="pool")(z)
+    z = layers.GlobalAveragePooling2D(name="gap")(z)
+    outputs = layers.Dense(4, activation="softmax", name="out")(z)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(seed)
+    for bn in (model.get_layer("bn"), model.get_layer("dw_bn")):
+        n = bn.gamma.shape[0]
+        bn.gamma.assign(rng.uniform(0.5, 1.5, n))
+        bn.beta.assign(rng.normal(size=n) * 0.1)
+        bn.moving_mean.assign(rng.normal(size=n) * 0.1)
+        bn.moving_variance.assign(rng.uniform(0.5, 2.0, n))
+    return model
+
+
+def images(n=32, seed=0):
+    return np.random.default_rng(seed).uniform(0, 1, (n, 8, 8, 3)).astype("float32")
+
+
+def test_batchnorm_folding_keeps_the_float_function():
+    model = bn_model()
+    x = images()
+    expected = ops.convert_to_numpy(model(x, training=False))
+    kc.quantize(model, kc.QATConfig())
+    restore = qat.detach_for_saving(model)  # folded, no fake quantization
+    np.testing.assert_allclose(ops.convert_to_numpy(model(x, training=False)), expected, rtol=1e-4, atol=1e-5)
+    restore()
+    assert model.get_layer("conv").bias is not None  # folding gave it a bias
+
+
+def test_plan_follows_litert_fusion():
+    model = bn_model()
+    kc.quantize(model, kc.QATConfig(), calibration_data=images())
+    rows = {r["layer"]: r for r in kc.quantization_summary(model)}
+    assert rows["conv"]["treatment"] == "weights (output fused)"
+    assert rows["bn"]["treatment"] == "folded into conv"
+    assert rows["dw_bn"]["treatment"] == "folded into dw"
+    assert rows["relu6"]["treatment"] == "output" and rows["relu6"]["range"][0] == 0.0
+    assert rows["relu6"]["range"][1] <= 6.0
+    assert rows["add"]["treatment"] == "output" and rows["concat"]["treatment"] == "output"
+    assert rows["pool"]["treatment"] == "pass-through"
+    assert rows["out"]["treatment"] == "weights+output"  # quantized before the softmax
+    assert rows["conv"]["per_channel"] and not rows["out"]["per_channel"]
+    assert any(r["treatment"] == "input" and r["range"] == (0.0, pytest.approx(1.0, abs=0.01))
+               for r in rows.values())
+
+
+def test_qat_model_is_close_to_the_float_model_after_calibration():
+    model = bn_model()
+    x = images(64)
+    expected = ops.convert_to_numpy(model(x, training=False))
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    got = ops.convert_to_numpy(model(x, training=False))
+    assert not np.array_equal(got, expected)  # it does quantize
+    np.testing.assert_allclose(got, expected, atol=0.03)
+
+
+def test_fit_moves_the_ranges_and_trains():
+    model = builders.functional()
+    x, y = builders.dense_data(128)
+    kc.quantize(model, kc.QATConfig(ema_decay=0.5))
+    assert all(v is None for v in kc.quantization.quantization_ranges(model).values())
+    builders.compile_tiny(model)
+    before = model.get_layer("hidden").kernel.numpy().copy()
+    history = model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    ranges = kc.quantization.quantization_ranges(model)
+    assert ranges["hidden/output"][0] == 0.0 and ranges["hidden/output"][1] > 0.1
+    assert ranges["out/output"][0] < 0.0 < ranges["out/output"][1]
+    assert not np.array_equal(before, model.get_layer("hidden").kernel.numpy())
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_strip_leaves_weights_on_the_int8_grid_and_a_plain_model(tmp_path):
+    model = bn_model()
+    kc.quantize(model, kc.QATConfig(), calibration_data=images())
+    kc.strip(model)
+    assert not kc.is_quantized(model)
+    kernel = model.get_layer("conv").kernel.numpy()
+    scale = np.abs(kernel).reshape(-1, kernel.shape[-1]).max(axis=0) / 127
+    np.testing.assert_allclose(kernel / scale, np.round(kernel / scale), atol=1e-3)
+    names = [v.path for v in model.variables]
+    assert not any("qat_" in name for name in names)
+    x = images()
+    expected = ops.convert_to_numpy(model(x, training=False))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(ops.convert_to_numpy(loaded(x, training=False)), expected, atol=1e-6)
+
+
+def test_pruned_zeros_stay_zero_through_qat():
+    model = builders.functional()
+    x, y = builders.dense_data(128)
+    kc.prune(model, kc.PruneConfig(0.75))
+    kc.strip(model)
+    zeros = model.get_layer("hidden").kernel.numpy() == 0
+    assert zeros.mean() == pytest.approx(0.75, abs=0.01)
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    builders.compile_tiny(model)
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    kernel = model.get_layer("hidden").kernel.numpy()
+    assert np.all(kernel[zeros] == 0.0)
+    kc.strip(model)
+    assert np.all(model.get_layer("hidden").kernel.numpy()[zeros] == 0.0)
+
+
+@pytest.mark.parametrize("case", sorted(builders.LAYER_CASES))
+def test_each_layer_type_quantizes_and_runs(case):
+    model = builders.layer_model(case)
+    x = builders.layer_input(case, 16)
+    expected = ops.convert_to_numpy(model(x))
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    layer = model.layers[1]
+    rows = {r["layer"]: r for r in kc.quantization_summary(model)}
+    assert rows[layer.name]["treatment"].startswith("weights"), rows[layer.name]
+    got = ops.convert_to_numpy(model(x))
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, expected, atol=0.15 * (np.abs(expected).max() + 1e-3))
+
+
+@pytest.mark.parametrize("kind", sorted(builders.MODEL_KINDS))
+def test_every_model_kind_trains_under_qat(kind):
+    model = builders.MODEL_KINDS[kind]()
+    x, y = builders.dense_data(64)
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    builders.compile_tiny(model)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    ranges = kc.quantization.quantization_ranges(model)
+    assert ranges and all(value is not None for value in ranges.values())
+    kc.strip(model)
+    assert np.isfinite(ops.convert_to_numpy(model(x))).all()
+
+
+def test_layers_without_a_rule_stay_float_and_are_named():
+    builders.seeded()
+    inputs = keras.Input((5, 4))
+    x = layers.GRU(6, name="gru")(inputs)
+    outputs = layers.Dense(2, name="out")(x)
+    model = keras.Model(inputs, outputs)
+    kc.quantize(model, kc.QATConfig())
+    rows = {r["layer"]: r for r in kc.quantization_summary(model)}
+    floats = {r["layer"]: r["reason"] for r in rows.values() if r["treatment"] == "float"}
+    assert any("no quantization rule" in reason for reason in floats.values()), floats
+    assert rows["out"]["treatment"].startswith("weights")
+
+
+def test_layer_filter_leaves_layers_float():
+    model = builders.functional()
+    kc.quantize(model, kc.QATConfig(layers="out"))
+    rows = {r["layer"]: r for r in kc.quantization_summary(model)}
+    assert rows["hidden"]["treatment"] == "float"
+    assert rows["out"]["treatment"].startswith("weights")
+
+
+def test_subclassed_model_keeps_its_batchnorm_unfolded():
+    @keras.saving.register_keras_serializable(package="tests_qat")
+    class WithBN(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = layers.Dense(8)
+            self.norm = layers.BatchNormalization()
+            self.out = layers.Dense(2)
+
+        def call(self, x, training=None):
+            return self.out(self.norm(self.dense(x), training=training))
+
+    builders.seeded()
+    model = WithBN()
+    x, _ = builders.dense_data(32)
+    model(x)
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    treatments = {r["layer"]: r["treatment"] for r in kc.quantization_summary(model)}
+    assert treatments[model.norm.name] == "output"
+    # Not folded: folding would have set the variance to 1 - epsilon.
+    np.testing.assert_array_equal(model.norm.moving_variance.numpy(), 1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(calibration_data=np.zeros((0, 16), "float32")), ValueError, "calibration_data is empty"),
+        (dict(calibration_data=np.zeros((4, 7), "float32")), ValueError, "calibration_data sample"),
+        (dict(calibration_data=np.full((4, 16), np.nan, "float32")), ValueError, "NaN or inf"),
+        (dict(calibration_data=np.array([["a"] * 16])), ValueError, "numeric"),
+        (dict(config=kc.PruneConfig(0.5)), TypeError, "config must be a QATConfig"),
+    ],
+)
+def test_bad_input_raises_and_leaves_the_model_untouched(kwargs, error, match):
+    model = builders.functional()
+    before = [v.numpy().copy() for v in model.variables]
+    with pytest.raises(error, match=match):
+        kc.quantize(model, **kwargs)
+    assert not kc.is_quantized(model)
+    assert "call" not in vars(model.get_layer("hidden"))
+    assert len(model.variables) == len(before)
+    for a, b in zip(before, model.variables):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
+def test_nan_weights_and_double_quantize_and_no_trainable_variables_are_refused():
+    model = builders.functional()
+    kernel = model.get_layer("hidden").kernel
+    kernel.assign(np.where(np.eye(*kernel.shape) > 0, np.nan, kernel.numpy()))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        kc.quantize(model)
+    model = builders.functional()
+    kc.quantize(model)
+    with pytest.raises(ValueError, match="already prepared for QAT"):
+        kc.quantize(model)
+    model = builders.functional()
+    model.trainable = False
+    with pytest.raises(ValueError, match="no trainable variables"):
+        kc.quantize(model)
+
+
+@pytest.mark.parametrize("field, value", [("weight_bits", 9), ("activation_bits", 1), ("ema_decay", 1.0),
+                                          ("per_channel", "yes")])
+def test_config_validation(field, value):
+    with pytest.raises((ValueError, TypeError), match=field):
+        kc.QATConfig(**{field: value})
+
+
+def test_config_round_trips():
+    config = kc.QATConfig(weight_bits=4, layers="conv")
+    assert kc.QATConfig.from_dict(config.to_dict()) == config
+    assert not config.deployable and kc.QATConfig().deployable
+
+
+def test_four_bit_weights_use_at_most_fifteen_levels():
+    model = builders.functional()
+    x, _ = builders.dense_data(32)
+    kc.quantize(model, kc.QATConfig(weight_bits=4), calibration_data=x)
+    kc.strip(model)
+    kernel = model.get_layer("hidden").kernel.numpy()
+    assert len(np.unique(kernel)) <= 15
