@@ -39,9 +39,10 @@ _STATE_ATTR = "_keras_compress_qat"
 SKIP_FILTERED = "left out by the layer filter"
 SKIP_NO_RULE = "no quantization rule for this layer type (register one with register_layer_rule)"
 SKIP_UNFOLDED_BN = "BatchNormalization not folded (no Conv/Dense before it in the graph); output quantized"
+SKIP_NO_INT8_KERNEL = "LiteRT has no int8 kernel for this op: it runs in float (output quantized for the next op)"
 SKIP_NO_ATTRIBUTE = "weight not held in a layer attribute, so its call cannot see it fake-quantized"
 
-RULES = ("weights", "output", "pass", "fixed")
+RULES = ("weights", "output", "pass", "fixed", "float")
 # How each layer type is treated. "weights": its kernels and output are
 # quantized; "output": LiteRT gives
 # its output its own scale, so the output is fake-quantized; "pass": the
@@ -60,7 +61,9 @@ def register_layer_rule(layer_type, rule):
             its output gets a range; the layer must hold each kernel in an
             attribute), `"output"` (its output gets its own int8 range), `"pass"` (its
             output keeps its input's range: reshapes, max pooling) or
-            `"fixed"` (the runtime fixes the output's range: softmax).
+            `"fixed"` (the runtime fixes the output's range: softmax) or
+            `"float"` (the op has no int8 kernel: its weights stay float, its
+            output is quantized for the next op).
 
     Example:
     >>> register_layer_rule(MyClip, "pass")
@@ -78,6 +81,8 @@ def _register_defaults():
                  "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", "DepthwiseConv1D",
                  "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D"):
         register_layer_rule(getattr(layers, name), "weights")
+    for name in ("Conv3D", "Conv3DTranspose"):
+        register_layer_rule(getattr(layers, name), "float")
     for name in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
                  "ReLU", "LeakyReLU", "ELU", "PReLU", "AveragePooling1D", "AveragePooling2D",
                  "AveragePooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
@@ -140,22 +145,29 @@ def _is_fusable_activation_layer(layer):
 
 
 def _weight_axis(layer, variable, per_channel):
-    """The output-channel axis LiteRT quantizes a kernel along (None: per tensor)."""
-    if not per_channel or isinstance(layer, (keras.layers.Embedding, keras.layers.Dense,
-                                             keras.layers.EinsumDense)):
-        # LiteRT's int8 FULLY_CONNECTED and GATHER take one weight scale per
-        # tensor (the converter rejects per-axis ranges on a MatMul).
+    """The output-channel axis LiteRT quantizes a kernel along (None: per tensor).
+
+    Per channel where LiteRT's int8 kernels and its converter take per-axis
+    weights: 2D/3D convolutions, 2D depthwise (multiplier 1) and separable
+    convolutions. Dense, EinsumDense and Embedding (FULLY_CONNECTED, GATHER)
+    and the layers the converter lowers through a reshape or transpose
+    (1D convolutions, transposed convolutions) take one scale per tensor:
+    the converter rejects per-axis ranges there.
+    """
+    if not per_channel:
         return None
-    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)) or (
-        isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D))
-        and variable is layer.depthwise_kernel
+    transposed = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+                  keras.layers.Conv3DTranspose)
+    if isinstance(layer, transposed):
+        return None
+    if isinstance(layer, keras.layers.DepthwiseConv2D) or (
+        isinstance(layer, keras.layers.SeparableConv2D) and variable is layer.depthwise_kernel
     ):
-        # Kernel (..., in, multiplier): LiteRT's channels are in * multiplier.
+        # Kernel (h, w, in, multiplier): LiteRT's channels are in * multiplier.
         return -2 if variable.shape[-1] == 1 else None
-    if isinstance(layer, (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
-                          keras.layers.Conv3DTranspose)):
-        return -2
-    return -1
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.SeparableConv2D)):
+        return -1
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -195,6 +207,7 @@ class LayerPlan:
     output_site: RangeSite | None = None
     pre_activation: bool = False
     input_sites: list = dataclasses.field(default_factory=list)
+    inner_site: RangeSite | None = None  # separable convolutions: between the two convolutions
     folded_into: str | None = None
     reason: str | None = None
 
@@ -382,11 +395,11 @@ def _plan(model, config, chosen_layers, consumers, added):
             plans.append(plan)
             continue
         variables = weights_by_layer.get(id(layer), [])
-        if variables and not (_rule_for(layer) == "weights"
+        if variables and not (_rule_for(layer) in ("weights", "float")
                               or callable(getattr(layer, "get_quantizable_weights", None))):
             float_layers.append((layer.name, SKIP_NO_RULE))
             continue
-        if variables:
+        if variables and _rule_for(layer) != "float":
             plan = LayerPlan(layer, "weights")
             for variable in variables:
                 names = _attribute_names(layer, variable)
@@ -398,6 +411,8 @@ def _plan(model, config, chosen_layers, consumers, added):
             if plan is None:
                 float_layers.append((layer.name, SKIP_NO_ATTRIBUTE))
                 continue
+            if isinstance(layer, keras.layers.SeparableConv2D):
+                plan.inner_site = _make_site(layer, "depthwise", added)
             activation = _activation_name(getattr(layer, "activation", None))
             plan.pre_activation = activation not in _FUSED_ACTIVATIONS
             if isinstance(layer, keras.layers.Embedding):
@@ -407,6 +422,10 @@ def _plan(model, config, chosen_layers, consumers, added):
             plans.append(plan)
             continue
         rule = _rule_for(layer)
+        if rule == "float":
+            plans.append(LayerPlan(layer, "output", output_site=_make_site(layer, "output", added),
+                                   reason=SKIP_NO_INT8_KERNEL))
+            continue
         if rule is None or rule == "weights":
             float_layers.append((layer.name, SKIP_NO_RULE))
             continue
@@ -473,7 +492,10 @@ def _layer_call(state, plan, original):
                     activation = layer.activation
                     saved["activation"] = activation
                     object.__setattr__(layer, "activation", keras.activations.linear)
-                outputs = original(*args, **kwargs)
+                if plan.inner_site is not None:
+                    outputs = _separable_call(state, plan, *args, **kwargs)
+                else:
+                    outputs = original(*args, **kwargs)
             finally:
                 for name, value in saved.items():
                     object.__setattr__(layer, name, value)
@@ -488,6 +510,20 @@ def _layer_call(state, plan, original):
         return outputs
 
     return call
+
+
+def _separable_call(state, plan, inputs):
+    """A separable convolution as LiteRT runs it: depthwise, an int8 tensor, pointwise."""
+    layer = plan.layer
+    x = ops.depthwise_conv(inputs, layer.depthwise_kernel, strides=layer.strides,
+                           padding=layer.padding, data_format=layer.data_format,
+                           dilation_rate=layer.dilation_rate)
+    x = _observe(state, plan.inner_site, x)
+    x = ops.conv(x, layer.pointwise_kernel, strides=1, padding="valid",
+                 data_format=layer.data_format)
+    if layer.use_bias:
+        x = ops.add(x, layer.bias)
+    return layer.activation(x) if layer.activation is not None else x
 
 
 def _model_call(state, plan, original):
@@ -516,6 +552,13 @@ def _unpatch(state):
     for plan in state.plans:
         if "call" in vars(plan.layer):
             object.__delattr__(plan.layer, "call")
+
+
+def _input_dtypes(model, count):
+    try:
+        return [str(t.dtype) for t in keras.tree.flatten(model.inputs)]
+    except (AttributeError, ValueError):
+        return [str(getattr(model, "input_dtype", "float32"))] * count
 
 
 def _input_count(model):
@@ -595,8 +638,11 @@ def quantize(model, config=None, calibration_data=None, batch_size=64):
     if config.quantize_inputs:
         model_plan = LayerPlan(model, "model")
         count = _input_count(model)
+        dtypes = _input_dtypes(model, count)
         model_plan.input_sites = [
-            _make_site(model, "input" if count == 1 else f"input{i}", added) for i in range(count)
+            _make_site(model, "input" if count == 1 else f"input{i}", added)
+            if "float" in dtype else None
+            for i, dtype in enumerate(dtypes)
         ]
         plans.append(model_plan)
     if config.preserve_zeros:
@@ -611,7 +657,8 @@ def quantize(model, config=None, calibration_data=None, batch_size=64):
                     variable.constraint = MaskConstraint(mask, variable.constraint)
     sites = {}
     for plan in plans:
-        for site in [plan.output_site, *plan.input_sites]:
+        for site in [plan.output_site, plan.inner_site,
+                     *(s for s in plan.input_sites if s is not None)]:
             if site is not None:
                 sites[site.name] = site
     state = QATState(config, plans, sites, added, constraints, float_layers, folded)
@@ -783,12 +830,15 @@ def quantization_summary(model):
     for plan in state.plans:
         if plan.kind == "model":
             for site in plan.input_sites:
+                if site is None:
+                    continue
                 rows.append({"layer": site.name, "treatment": "input",
                              "range": _range_or_none(site), "reason": None})
             continue
         treatment = {
             "weights": "weights+output" if plan.output_site else "weights (output fused)",
-            "output": "output" if plan.output_site else "output fused",
+            "output": ("float op, output quantized" if plan.reason == SKIP_NO_INT8_KERNEL
+                       else "output" if plan.output_site else "output fused"),
             "folded_bn": f"folded into {folded.get(plan.layer.name)}",
             "pass": "pass-through",
             "fixed": "fixed by runtime",

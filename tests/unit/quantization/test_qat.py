@@ -134,7 +134,11 @@ def test_each_layer_type_quantizes_and_runs(case):
     kc.quantize(model, kc.QATConfig(), calibration_data=x)
     layer = model.layers[1]
     rows = {r["layer"]: r for r in kc.quantization_summary(model)}
-    assert rows[layer.name]["treatment"].startswith("weights"), rows[layer.name]
+    if case.startswith("conv3d"):  # LiteRT has no int8 3D convolution
+        assert rows[layer.name]["treatment"] == "float op, output quantized"
+        assert "no int8 kernel" in rows[layer.name]["reason"]
+    else:
+        assert rows[layer.name]["treatment"].startswith("weights"), rows[layer.name]
     got = ops.convert_to_numpy(model(x))
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, expected, atol=0.15 * (np.abs(expected).max() + 1e-3))

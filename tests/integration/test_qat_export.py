@@ -1,0 +1,184 @@
+"""QAT models exported to LiteRT int8: trained ranges, int8 weights, accuracy kept."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import builders
+import keras_compress as kc
+from keras_compress import datasets, zoo
+from keras_compress.export.litert import LiteRTModel, export_litert, litert_accuracy, litert_predict
+from keras_compress.ops import fake_quant as fq
+
+pytestmark = pytest.mark.tensorflow
+
+if importlib.util.find_spec("tensorflow") is None:
+    pytest.skip("LiteRT export needs TensorFlow", allow_module_level=True)
+
+WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D",
+                "CONV_3D_TRANSPOSE", "BATCH_MATMUL", "GATHER"}
+
+
+def ops_with_weights(path):
+    """(op name, weight tensor detail) for each op that holds a constant weight."""
+    interpreter = LiteRTModel(path).interpreter
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    found = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in WEIGHTED_OPS:
+            index = op["inputs"][0] if op["op_name"] == "GATHER" else op["inputs"][1]
+            found.append((op["op_name"], details[index]))
+    return found, details
+
+
+@pytest.mark.parametrize("case", sorted(builders.LAYER_CASES))
+def test_each_layer_type_exports_int8_and_matches_the_qat_model(case, tmp_path):
+    model = builders.layer_model(case)
+    x = builders.layer_input(case, 64)
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    expected = keras.ops.convert_to_numpy(model(x))
+    path = export_litert(model, str(tmp_path / "m.tflite"), "int8")
+    found, _ = ops_with_weights(path)
+    assert found, "no weighted op in the artifact"
+    for op_name, weight in found:
+        # LiteRT has no int8 3D convolution: QAT leaves it float and says so.
+        expected_dtype = np.float32 if op_name.startswith("CONV_3D") else np.int8
+        assert weight["dtype"] == expected_dtype, (op_name, weight["dtype"])
+    # Within one step of the output's int8 grid of the Keras model's own output.
+    low, high = kc.quantization.quantization_ranges(model)[f"{model.layers[-1].name}/output"]
+    step = (high - low) / 255
+    np.testing.assert_allclose(litert_predict(path, x), expected, atol=1.01 * step)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    (x, y), (xt, yt) = datasets.load("mnist")
+    return x[:3000], y[:3000], xt[:2000], yt[:2000]
+
+
+@pytest.fixture(scope="module")
+def trained_qat(mnist, tmp_path_factory):
+    x, y, xt, yt = mnist
+    builders.seeded(1)
+    model = zoo.bn_cnn()
+    zoo.compile_for_classification(model)
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    kc.quantize(model, kc.QATConfig(), calibration_data=x[:256])
+    zoo.compile_for_classification(model, learning_rate=3e-4)
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    path = export_litert(model, str(tmp_path_factory.mktemp("qat") / "bn_cnn.tflite"), "int8")
+    return model, path
+
+
+def test_litert_scales_are_the_qat_ranges(trained_qat):
+    model, path = trained_qat
+    ranges = kc.quantization.quantization_ranges(model)
+    _, details = ops_with_weights(path)
+    checked = 0
+    for name, (low, high) in ranges.items():
+        layer = name.split("/")[0]
+        scale, zero = (float(v) for v in fq.quant_params(low, high))
+        matches = [d for d in details.values()
+                   if d["dtype"] == np.int8 and f"/{layer}_1/" in d["name"] and d["quantization"][0] > 0]
+        if not matches:
+            continue
+        tensor = matches[-1]  # the op's output (weights come first, by name order)
+        got_scale, got_zero = tensor["quantization"]
+        if got_scale == pytest.approx(scale, rel=1e-5):
+            assert got_zero == zero
+            checked += 1
+    # relu1, relu2 (fused conv outputs), fc1 and fc2 outputs.
+    assert checked >= 4, (checked, ranges)
+    found, _ = ops_with_weights(path)
+    assert [op for op, _ in found].count("CONV_2D") == 2
+    assert all(w["dtype"] == np.int8 for _, w in found)
+
+
+def test_litert_accuracy_matches_the_fake_quantized_model(trained_qat, mnist):
+    model, path = trained_qat
+    _, _, xt, yt = mnist
+    keras_accuracy = float(np.mean(np.argmax(model.predict(xt, verbose=0), axis=1) == yt))
+    assert keras_accuracy > 0.8  # a real classifier (1 epoch on 3,000 images, then 1 of QAT)
+    assert abs(litert_accuracy(path, xt, yt) - keras_accuracy) <= 0.001 + 1e-9
+
+
+def test_int8_io_and_float_formats_of_a_qat_model(trained_qat, mnist, tmp_path):
+    model, _ = trained_qat
+    _, _, xt, yt = mnist
+    path = export_litert(model, str(tmp_path / "io.tflite"), "int8", int8_io=True)
+    runtime = LiteRTModel(path)
+    assert runtime.input_dtype == np.int8
+    assert runtime.predict(xt[:500]).argmax(1).tolist() == litert_predict(
+        export_litert(model, str(tmp_path / "f.tflite"), "int8"), xt[:500]).argmax(1).tolist()
+    float_path = export_litert(model, str(tmp_path / "float.tflite"), "float32")
+    found, _ = ops_with_weights(float_path)
+    assert all(w["dtype"] == np.float32 for _, w in found)
+    assert kc.is_quantized(model)  # exporting the float artifact left QAT in place
+
+
+def test_pruned_zeros_survive_qat_and_export(mnist, tmp_path):
+    x, y, xt, yt = mnist
+    builders.seeded(2)
+    model = zoo.lenet5()
+    zoo.compile_for_classification(model)
+    kc.prune(model, kc.PruneConfig(0.8))
+    model.fit(x[:1000], y[:1000], epochs=1, batch_size=64, verbose=0)
+    kc.strip(model)
+    kc.quantize(model, kc.QATConfig(), calibration_data=x[:256])
+    zoo.compile_for_classification(model, learning_rate=3e-4)
+    model.fit(x[:1000], y[:1000], epochs=1, batch_size=64, verbose=0)
+    path = export_litert(model, str(tmp_path / "pruned.tflite"), "int8")
+    interpreter = LiteRTModel(path).interpreter
+    for op_name, weight in ops_with_weights(path)[0]:
+        values = interpreter.get_tensor(weight["index"])
+        assert values.dtype == np.int8
+        assert np.mean(values == 0) >= 0.79, (op_name, np.mean(values == 0))
+
+
+def test_unexportable_qat_models_raise_and_write_nothing(tmp_path):
+    model = builders.functional()
+    kc.quantize(model, kc.QATConfig())
+    target = tmp_path / "never.tflite"
+    with pytest.raises(ValueError, match="never observed"):
+        export_litert(model, str(target), "int8")
+    model = builders.functional()
+    x, _ = builders.dense_data(32)
+    kc.quantize(model, kc.QATConfig(weight_bits=4), calibration_data=x)
+    with pytest.raises(ValueError, match="cannot be exported at that width"):
+        export_litert(model, str(target), "int8")
+    assert os.listdir(tmp_path) == []
+
+
+def test_model_trained_under_jax_exports_with_its_ranges(tmp_path):
+    pytest.importorskip("jax")
+    script = textwrap.dedent(f"""
+        import sys, json, numpy as np, keras
+        sys.path.insert(0, {os.path.dirname(os.path.dirname(__file__))!r})
+        import builders, keras_compress as kc
+        from keras_compress.export.litert import export_litert, litert_predict
+        model = builders.functional()
+        x, y = builders.dense_data(256)
+        kc.quantize(model, kc.QATConfig(), calibration_data=x[:64])
+        builders.compile_tiny(model)
+        model.fit(x, y, epochs=2, batch_size=32, verbose=0)
+        expected = keras.ops.convert_to_numpy(model(x))
+        path = export_litert(model, {str(tmp_path / 'jax.tflite')!r}, "int8")
+        got = litert_predict(path, x)
+        low, high = kc.quantization.quantization_ranges(model)["out/output"]
+        print(json.dumps({{"diff": float(np.abs(got - expected).max()), "step": (high - low) / 255,
+                          "backend": keras.backend.backend()}}))
+    """)
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["backend"] == "jax"
+    assert report["diff"] <= 1.01 * report["step"], report
