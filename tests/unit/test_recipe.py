@@ -226,3 +226,27 @@ def test_a_cluster_step_round_trips():
     step = recipe.steps[0]
     assert step.to_config().num_clusters == 16 and step.layers == "fc"
     assert load_recipe(yaml.safe_dump(recipe.to_dict())) == recipe
+
+
+@pytest.mark.parametrize(
+    "steps,match",
+    [
+        ("  - quantize: {bits: 8}\n", "recipe step 1 \\(quantize\\): unknown key 'bits'"),
+        ("  - quantize: {weight_bits: 9}\n", "weight_bits must be an int in \\[2, 8\\]"),
+        ("  - quantize: {per_channel: 1}\n", "'per_channel' must be true or false"),
+        ("  - quantize: {calibration_samples: 0}\n", "calibration_samples"),
+        ("  - quantize: {}\n  - quantize: {}\n", "recipe step 2 \\(quantize\\): the model is already prepared"),
+        ("  - quantize: {}\n  - prune: {target_sparsity: 0.5}\n", "recipe step 2 \\(prune\\): prune after quantize"),
+    ],
+)
+def test_bad_quantize_steps_are_named(steps, match):
+    with pytest.raises(RecipeError, match=match):
+        load_recipe("steps:\n" + steps)
+
+
+def test_shipped_qat_recipes_parse_and_round_trip():
+    for name in ("qat.yaml", "prune_qat.yaml"):
+        recipe = load_recipe(os.path.join(os.path.dirname(__file__), "..", "..", "recipes", name))
+        step = next(s for s in recipe.steps if s.name == "quantize")
+        assert step.to_config().deployable and step.calibration_samples == 1000
+        assert load_recipe(yaml.safe_dump(recipe.to_dict())) == recipe

@@ -214,7 +214,10 @@ def _cmd_export(args):
     kwargs = {}
     if args.format == "int8":
         kwargs = {"representative_data": data[0][0][: args.calibration_samples],
-                  "num_calibration_samples": min(args.calibration_samples, len(data[0][0]))}
+                  "num_calibration_samples": min(args.calibration_samples, len(data[0][0])),
+                  "int8_io": args.int8_io}
+    elif args.int8_io:
+        raise ValueError(f"--int8-io needs --format int8 (full integer). Received: --format {args.format}")
     path = litert.export_litert(model, args.out, fmt=args.format, **kwargs)
     size = evaluate.sizes(path)
     print(f"wrote {path} ({args.format}): {size['raw_bytes']:,} bytes (gzip: {size['gzip_bytes']:,} bytes)")
@@ -352,6 +355,8 @@ def build_parser():
                    help="LiteRT format, or 'archive' for the compact .kcar format")
     p.add_argument("--data", choices=DATASETS, help="dataset for int8 calibration (and accuracy)")
     p.add_argument("--out", required=True, metavar="PATH", help="output file (.tflite, or .kcar for archive)")
+    p.add_argument("--int8-io", action="store_true",
+                   help="with --format int8: int8 input and output tensors too (integer-only accelerators)")
     p.add_argument("--calibration-samples", type=_positive_int, default=256, metavar="N",
                    help="training samples used to calibrate int8 (default: 256)")
     p.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N train and test samples")

@@ -38,7 +38,7 @@ AUTO = "auto"
 AUTO_END_FRACTION = 2.0 / 3.0
 
 TOP_LEVEL_KEYS = ("model", "data", "steps")
-STEP_NAMES = ("prune", "cluster", "finetune", "strip", "export")
+STEP_NAMES = ("prune", "cluster", "quantize", "finetune", "strip", "export")
 PRUNE_KEYS = (
     "target_sparsity", "schedule", "initial_sparsity", "begin_step", "end_step",
     "frequency", "power", "pattern", "block_shape", "n", "m", "layer_targets", "layers",
@@ -47,10 +47,14 @@ CLUSTER_KEYS = (
     "num_clusters", "init", "per_channel", "preserve_sparsity", "kmeans_iterations",
     "reassign_every", "seed", "layers",
 )
+QUANTIZE_KEYS = (
+    "weight_bits", "activation_bits", "per_channel", "ema_decay", "fold_batchnorm",
+    "preserve_zeros", "quantize_inputs", "layers", "calibration_samples",
+)
 FINETUNE_KEYS = ("epochs", "batch_size", "learning_rate")
 STRIP_KEYS = ()
 EXPORT_KEYS = ("formats", "calibration_samples")
-STEP_KEYS = {"prune": PRUNE_KEYS, "cluster": CLUSTER_KEYS, "finetune": FINETUNE_KEYS, "strip": STRIP_KEYS, "export": EXPORT_KEYS}
+STEP_KEYS = {"prune": PRUNE_KEYS, "cluster": CLUSTER_KEYS, "quantize": QUANTIZE_KEYS, "finetune": FINETUNE_KEYS, "strip": STRIP_KEYS, "export": EXPORT_KEYS}
 
 
 class RecipeError(ValueError):
@@ -233,6 +237,39 @@ class ClusterStep:
         if self.layers is not None:
             body["layers"] = self.layers
         return {"cluster": body}
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeStep:
+    """Prepare for quantization-aware training with `QATConfig(**settings)`.
+
+    The runner strips earlier pruning or clustering first (pruned zeros stay
+    zero: `preserve_zeros` defaults to true), initialises the activation
+    ranges on `calibration_samples` training images, and the `finetune`
+    steps after it train with fake quantization. The export step writes the
+    `int8` LiteRT artifact from the trained ranges.
+
+    Example:
+    >>> QuantizeStep({"weight_bits": 8}).to_config().weight_bits
+    8
+    """
+
+    settings: dict = dataclasses.field(default_factory=dict)
+    calibration_samples: int = 1000
+
+    @property
+    def name(self):
+        return "quantize"
+
+    def to_config(self):
+        """Builds the `QATConfig` (raises ValueError on a bad value)."""
+        from keras_compress.quantization import QATConfig
+
+        return QATConfig(**self.settings)
+
+    def to_dict(self):
+        """Returns the step as it would be written in a recipe."""
+        return {"quantize": {**self.settings, "calibration_samples": self.calibration_samples}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -423,6 +460,30 @@ def _parse_cluster(where, body):
     return step
 
 
+def _parse_quantize(where, body):
+    settings = {}
+    samples = QuantizeStep().calibration_samples
+    for key, value in body.items():
+        if key == "layers":
+            settings[key] = None if value is None else _as_regex(where, key, value)
+        elif key in ("per_channel", "fold_batchnorm", "preserve_zeros", "quantize_inputs"):
+            if not isinstance(value, bool):
+                _fail(where, f"{key!r} must be true or false. Received: {key}={value!r} ({_type_name(value)})")
+            settings[key] = value
+        elif key == "ema_decay":
+            settings[key] = _as_number(where, key, value)
+        elif key == "calibration_samples":
+            samples = _as_int(where, key, value, minimum=1)
+        else:  # weight_bits, activation_bits
+            settings[key] = _as_int(where, key, value, minimum=0)
+    step = QuantizeStep(settings, samples)
+    try:
+        step.to_config()
+    except (ValueError, TypeError) as error:
+        _fail(where, str(error))
+    return step
+
+
 def _parse_finetune(where, body):
     defaults = FinetuneStep()
     epochs = _as_int(where, "epochs", body.get("epochs", defaults.epochs), minimum=0)
@@ -455,6 +516,7 @@ def _parse_export(where, body):
 _PARSERS = {
     "prune": _parse_prune,
     "cluster": _parse_cluster,
+    "quantize": _parse_quantize,
     "finetune": _parse_finetune,
     "strip": lambda where, body: StripStep(),
     "export": _parse_export,
@@ -491,8 +553,18 @@ def _check_order(steps):
                 _fail(_where(i, "prune"), "the model is still being pruned by an earlier prune step; "
                                           "add a '- strip: {}' step before pruning again")
             pruning = True
-        elif isinstance(step, (StripStep, ClusterStep)):
-            pruning = False  # the runner strips pruning before clustering
+        elif isinstance(step, (StripStep, ClusterStep, QuantizeStep)):
+            pruning = False  # the runner strips pruning before clustering or QAT
+    quantized = False
+    for i, step in enumerate(steps, 1):
+        if isinstance(step, QuantizeStep):
+            if quantized:
+                _fail(_where(i, "quantize"), "the model is already prepared for QAT by an earlier "
+                                             "quantize step; a recipe quantizes once")
+            quantized = True
+        elif quantized and isinstance(step, (PruneStep, ClusterStep)):
+            _fail(_where(i, step.name), f"{step.name} after quantize: prune and cluster first, "
+                                        "then quantize (QAT keeps pruned zeros)")
     for i, step in enumerate(steps, 1):
         if isinstance(step, PruneStep) and step.auto_end_step:
             # The ramp spans the fine-tuning until the next prune step (which

@@ -21,6 +21,7 @@ from keras_compress.cli.recipe import (
     FinetuneStep,
     PruneStep,
     ClusterStep,
+    QuantizeStep,
     Recipe,
     RecipeError,
     StripStep,
@@ -221,6 +222,7 @@ class _Run:
         self.latency_runs = latency_runs
         self.techniques = []
         self.pruning_summaries = []
+        self.skipped = []  # artifacts a recipe asked for that cannot exist, and why
 
     def log(self, message):
         if self.progress:
@@ -288,6 +290,20 @@ class _Run:
         self.techniques.append(label)
         return {"step": index, "config": config.to_dict(), "layers": step.layers}
 
+    def quantize(self, index, step):
+        from keras_compress.quantization import quantization_summary, quantize
+
+        self.strip()
+        config = step.to_config()
+        samples = min(step.calibration_samples, len(self.x_train))
+        self.log(f"step {index}: quantize (QAT, {config.weight_bits}-bit weights, "
+                 f"{config.activation_bits}-bit activations, calibrated on {samples} samples)")
+        self.model = quantize(self.model, config, calibration_data=np.asarray(self.x_train[:samples]))
+        self.techniques.append(f"QAT w{config.weight_bits}a{config.activation_bits}")
+        return {"step": index, "config": config.to_dict(), "calibration_samples": samples,
+                "layers": [{k: row[k] for k in ("layer", "treatment", "reason")}
+                           for row in quantization_summary(self.model)]}
+
     def prune(self, index, step, config):
         from keras_compress.pruning import prune
 
@@ -349,12 +365,31 @@ class _Run:
 
         from keras_compress import evaluate
 
-        self.strip()
-        stats = self.stats(self.model)
+        from keras_compress.quantization import api as qat
+
         technique = self.technique
         where = f"step {index}: export" if index else "export (implicit: the recipe has no export step)"
         self.log(f"{where} {list(step.formats)}")
-        bar = tqdm(step.formats, desc="export", unit="artifact", disable=not self.progress, file=sys.stderr)
+        formats = list(step.formats)
+        state = qat.get_state(self.model)
+        if state is not None and "int8" in formats:
+            # QAT's int8 artifact comes from the trained ranges, before strip.
+            formats.remove("int8")
+            qat_stats = self.stats(self.model)  # the fake-quantized model's accuracy
+            if state.config.deployable:
+                path = os.path.join(self.work_dir, "model_int8.tflite")
+                self.litert.export_litert(self.model, path, fmt="int8")
+                self.measure_litert(path, technique, "int8", qat_stats,
+                                    notes="full integer, ranges learned in QAT (no calibration)")
+            else:
+                self.skipped.append(
+                    f"int8: not written. This QAT model simulates {state.config.weight_bits}-bit "
+                    f"weights and {state.config.activation_bits}-bit activations; LiteRT stores "
+                    "int8 only, so the artifact cannot be stored at that width. Keras accuracy "
+                    f"of the fake-quantized model: {100 * qat_stats['keras_accuracy']:.2f}%.")
+        self.strip()
+        stats = self.stats(self.model)
+        bar = tqdm(formats, desc="export", unit="artifact", disable=not self.progress, file=sys.stderr)
         for fmt in bar:
             bar.set_postfix_str(fmt)
             if fmt == "keras":
@@ -487,7 +522,7 @@ def run_recipe(model, recipe, data, out_dir, progress=True, *, title=None, meta=
     try:
         run = _Run(model, data, work_dir, report, progress, latency_runs)
         run.baseline()
-        pruning, clustering, finetuning = [], [], []
+        pruning, clustering, finetuning, quantizing = [], [], [], []
         exported = False
         x_calibration = None
         export_step = recipe.export_step or ExportStep()
@@ -498,6 +533,8 @@ def run_recipe(model, recipe, data, out_dir, progress=True, *, title=None, meta=
                 pruning.append(run.prune(index, step, configs[index]))
             elif isinstance(step, ClusterStep):
                 clustering.append(run.cluster(index, step))
+            elif isinstance(step, QuantizeStep):
+                quantizing.append(run.quantize(index, step))
             elif isinstance(step, FinetuneStep):
                 finetuning.append(run.finetune(index, step))
             elif isinstance(step, StripStep):
@@ -510,6 +547,10 @@ def run_recipe(model, recipe, data, out_dir, progress=True, *, title=None, meta=
             run.export(None, export_step, x_calibration)
         report.meta["prune"] = pruning
         report.meta["cluster"] = clustering
+        if quantizing:
+            report.meta["quantize"] = quantizing
+        if run.skipped:
+            report.meta["artifacts not written"] = run.skipped
         report.meta["finetune"] = finetuning
         report.meta["pruning_summary"] = run.pruning_summaries
         report.meta["finished"] = _now()
