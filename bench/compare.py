@@ -342,7 +342,99 @@ def run_keras_compress(ctx):
         except Exception as error:  # noqa: BLE001
             rows.append(failed_row(ctx, "keras-compress", technique, one_line(error), fmt))
     rows.extend(guarded(ctx, "keras-compress", f"prune {round(100 * s.target_sparsity)}%", _kc_prune))
+    rows.extend(guarded(ctx, "keras-compress", f"cluster {s.clusters}", _kc_cluster))
+    rows.extend(guarded(ctx, "keras-compress", "QAT int8", _kc_qat))
+    rows.extend(guarded(ctx, "keras-compress", "prune -> cluster -> QAT", _kc_chain))
     return rows
+
+
+def _fit_timed(ctx, model, callbacks=()):
+    s = ctx.settings
+    kc.zoo.compile_for_classification(model, s.learning_rate)
+    keras.utils.set_random_seed(s.seed)
+    start = time.perf_counter()
+    model.fit(ctx.x_train, ctx.y_train, epochs=s.epochs, batch_size=s.batch_size,
+              callbacks=list(callbacks), verbose=0)
+    return time.perf_counter() - start
+
+
+def _max_unique_per_kernel(model):
+    return max(len(np.unique(keras.ops.convert_to_numpy(w.value))) for w in model.weights if len(w.shape) >= 2)
+
+
+def _paired(ctx, prepare, callbacks=()):
+    s = ctx.settings
+    x, y = ctx.x_train[: s.overhead_samples], ctx.y_train[: s.overhead_samples]
+    plain = kc.zoo.compile_for_classification(ctx.fresh_baseline(), s.learning_rate)
+    treated = kc.zoo.compile_for_classification(prepare(ctx.fresh_baseline()), s.learning_rate)
+    return paired_overhead(plain, treated, x, y, s.batch_size, s.overhead_pairs, list(callbacks))
+
+
+def _kc_cluster(ctx):
+    from keras_compress.export.litert import export_litert
+
+    s = ctx.settings
+    technique = f"cluster {s.clusters} (linear init)"
+    config = kc.ClusterConfig(num_clusters=s.clusters, init="linear")
+    model = kc.cluster(ctx.fresh_baseline(), config)
+    seconds = _fit_timed(ctx, model, [kc.ClusteringCallback()])
+    kc.strip(model)
+    accuracy = kc.evaluate.keras_accuracy(model, ctx.x_test, ctx.y_test)
+    timing = _paired(ctx, lambda m: kc.cluster(m, config), [kc.ClusteringCallback()])
+    common = dict(keras_accuracy=accuracy, finetune_s=seconds, overhead=timing["overhead"],
+                  overhead_detail=timing, max_unique_per_kernel=_max_unique_per_kernel(model))
+    rows = []
+    for fmt in ("float32", "int8"):
+        label = technique if fmt == "float32" else f"{technique} + PTQ int8"
+        path = export_litert(model, ctx.artifact(f"kc_cluster_{fmt}"), fmt=fmt,
+                             representative_data=ctx.calibration if fmt == "int8" else None,
+                             num_calibration_samples=s.calibration_samples)
+        notes = "cluster, ClusteringCallback, strip" + ("; full-integer PTQ" if fmt == "int8" else "")
+        rows.append(measure_artifact(ctx, make_row(ctx, "keras-compress", label, fmt, notes=notes, **common), path))
+    return rows
+
+
+def _kc_qat(ctx):
+    from keras_compress.export.litert import export_litert
+
+    s = ctx.settings
+    model = kc.quantize(ctx.fresh_baseline(), kc.QATConfig(), calibration_data=ctx.calibration)
+    seconds = _fit_timed(ctx, model)
+    accuracy = kc.evaluate.keras_accuracy(model, ctx.x_test, ctx.y_test)
+    path = export_litert(model, ctx.artifact("kc_qat_int8"), fmt="int8")
+    timing = _paired(ctx, lambda m: kc.quantize(m, kc.QATConfig(), calibration_data=ctx.calibration))
+    row = make_row(ctx, "keras-compress", "QAT int8", "int8", keras_accuracy=accuracy, finetune_s=seconds,
+                   overhead=timing["overhead"], overhead_detail=timing,
+                   notes=f"quantize (calibrated on {s.calibration_samples} images); ranges learned in QAT")
+    return [measure_artifact(ctx, row, path)]
+
+
+def _kc_chain(ctx):
+    """prune -> sparsity-preserving cluster -> cluster- and zero-preserving QAT, each with the budget."""
+    from keras_compress.export.litert import export_litert
+    from keras_compress.pruning import api as pruning
+
+    s = ctx.settings
+    model = kc.prune(ctx.fresh_baseline(), ctx.prune_config(ctx.steps_total()))
+    prune_s = _fit_timed(ctx, model, [kc.PruningCallback()])
+    pruning.strip(model)
+    kc.cluster(model, kc.ClusterConfig(num_clusters=s.clusters, init="linear", preserve_sparsity=True))
+    cluster_s = _fit_timed(ctx, model, [kc.ClusteringCallback()])
+    kc.quantize(model, kc.QATConfig(), calibration_data=ctx.calibration)  # clustering stays on
+    qat_s = _fit_timed(ctx, model)
+    accuracy = kc.evaluate.keras_accuracy(model, ctx.x_test, ctx.y_test)
+    path = export_litert(model, ctx.artifact("kc_chain_int8"), fmt="int8")
+    kc.strip(model)
+    kernels = [w for w in model.weights if len(w.shape) >= 2]
+    zeros = sum(int(np.sum(keras.ops.convert_to_numpy(w.value) == 0)) for w in kernels)
+    sparsity = zeros / max(1, sum(int(np.prod(w.shape)) for w in kernels))
+    row = make_row(ctx, "keras-compress",
+                   f"prune {round(100 * s.target_sparsity)}% -> cluster {s.clusters} -> QAT", "int8",
+                   keras_accuracy=accuracy, finetune_s=prune_s + cluster_s + qat_s,
+                   stage_seconds=[prune_s, cluster_s, qat_s], kernel_sparsity=sparsity,
+                   max_unique_per_kernel=_max_unique_per_kernel(model),
+                   notes="QAT keeps the zeros and the clusters (their constraints stay on); ranges from QAT")
+    return [measure_artifact(ctx, row, path)]
 
 
 def _kc_prune(ctx):

@@ -86,6 +86,18 @@ def test_keras_compress_rows_cover_ptq_and_pruning(rows):
     assert ours[("prune 90% + PTQ int8", "int8")]["ratio"] > 1.0
 
 
+def test_keras_compress_rows_cover_clustering_qat_and_the_chain(rows):
+    ours = {(r["technique"], r["format"]): r for r in rows if r["toolkit"] == "keras-compress"}
+    clustered = ours[("cluster 16 (linear init)", "float32")]
+    assert clustered["max_unique_per_kernel"] <= 16 and clustered["overhead"] > 0
+    qat = ours[("QAT int8", "int8")]
+    assert qat["overhead"] > 0 and abs(qat["litert_accuracy"] - qat["keras_accuracy"]) <= 0.01
+    chain = ours[("prune 90% -> cluster 16 -> QAT", "int8")]
+    assert chain["kernel_sparsity"] == pytest.approx(0.9, abs=0.01)
+    assert chain["max_unique_per_kernel"] <= 16
+    assert len(chain["stage_seconds"]) == 3
+
+
 def test_keras_quantize_rows_are_measured_or_say_why_not(rows):
     keras_rows = [r for r in rows if r["toolkit"] == "keras"]
     assert {r["technique"] for r in keras_rows} == {'model.quantize("int8")', 'model.quantize("int4")'}

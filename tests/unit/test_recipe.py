@@ -250,3 +250,13 @@ def test_shipped_qat_recipes_parse_and_round_trip():
         step = next(s for s in recipe.steps if s.name == "quantize")
         assert step.to_config().deployable and step.calibration_samples == 1000
         assert load_recipe(yaml.safe_dump(recipe.to_dict())) == recipe
+
+
+def test_export_int8_io_is_validated_and_round_trips():
+    recipe = load_recipe("steps:\n  - export: {formats: [int8], int8_io: true}\n")
+    assert recipe.steps[0].int8_io
+    assert load_recipe(yaml.safe_dump(recipe.to_dict())) == recipe
+    with pytest.raises(RecipeError, match="add int8 to formats"):
+        load_recipe("steps:\n  - export: {formats: [float32], int8_io: true}\n")
+    with pytest.raises(RecipeError, match="'int8_io' must be true or false"):
+        load_recipe("steps:\n  - export: {formats: [int8], int8_io: 1}\n")

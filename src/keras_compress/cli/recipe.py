@@ -53,7 +53,7 @@ QUANTIZE_KEYS = (
 )
 FINETUNE_KEYS = ("epochs", "batch_size", "learning_rate")
 STRIP_KEYS = ()
-EXPORT_KEYS = ("formats", "calibration_samples")
+EXPORT_KEYS = ("formats", "calibration_samples", "int8_io")
 STEP_KEYS = {"prune": PRUNE_KEYS, "cluster": CLUSTER_KEYS, "quantize": QUANTIZE_KEYS, "finetune": FINETUNE_KEYS, "strip": STRIP_KEYS, "export": EXPORT_KEYS}
 
 
@@ -195,6 +195,7 @@ class ExportStep:
 
     formats: tuple = ("keras", "float32", "int8")
     calibration_samples: int = 256
+    int8_io: bool = False  # the int8 artifact takes and returns int8 tensors
 
     @property
     def name(self):
@@ -203,7 +204,10 @@ class ExportStep:
 
     def to_dict(self):
         """Returns the step as it would be written in a recipe."""
-        return {"export": {"formats": list(self.formats), "calibration_samples": self.calibration_samples}}
+        body = {"formats": list(self.formats), "calibration_samples": self.calibration_samples}
+        if self.int8_io:
+            body["int8_io"] = True
+        return {"export": body}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -510,7 +514,12 @@ def _parse_export(where, body):
         _fail(where, f"export format(s) listed twice: {duplicates}")
     samples = body.get("calibration_samples", defaults.calibration_samples)
     samples = _as_int(where, "calibration_samples", samples, minimum=1)
-    return ExportStep(tuple(formats), samples)
+    int8_io = body.get("int8_io", False)
+    if not isinstance(int8_io, bool):
+        _fail(where, f"'int8_io' must be true or false. Received: int8_io={int8_io!r} ({_type_name(int8_io)})")
+    if int8_io and "int8" not in formats:
+        _fail(where, "'int8_io: true' makes the int8 artifact's input and output int8: add int8 to formats")
+    return ExportStep(tuple(formats), samples, int8_io)
 
 
 _PARSERS = {

@@ -291,9 +291,12 @@ class _Run:
         return {"step": index, "config": config.to_dict(), "layers": step.layers}
 
     def quantize(self, index, step):
+        from keras_compress.pruning import api as pruning
         from keras_compress.quantization import quantization_summary, quantize
 
-        self.strip()
+        # Pruning ends here (QAT keeps its zeros); clustering stays on, so its
+        # constraint keeps each weight on a shared value while QAT trains.
+        pruning.strip(self.model)
         config = step.to_config()
         samples = min(step.calibration_samples, len(self.x_train))
         self.log(f"step {index}: quantize (QAT, {config.weight_bits}-bit weights, "
@@ -378,9 +381,10 @@ class _Run:
             qat_stats = self.stats(self.model)  # the fake-quantized model's accuracy
             if state.config.deployable:
                 path = os.path.join(self.work_dir, "model_int8.tflite")
-                self.litert.export_litert(self.model, path, fmt="int8")
+                self.litert.export_litert(self.model, path, fmt="int8", int8_io=step.int8_io)
                 self.measure_litert(path, technique, "int8", qat_stats,
-                                    notes="full integer, ranges learned in QAT (no calibration)")
+                                    notes="full integer, ranges learned in QAT (no calibration)"
+                                    + ("; int8 input and output" if step.int8_io else ""))
             else:
                 self.skipped.append(
                     f"int8: not written. This QAT model simulates {state.config.weight_bits}-bit "
@@ -410,8 +414,9 @@ class _Run:
             if fmt == "int8":
                 samples = min(step.calibration_samples, len(x_calibration))
                 self.litert.export_litert(self.model, path, fmt=fmt, representative_data=x_calibration,
-                                          num_calibration_samples=samples)
-                notes = f"full integer, calibrated on {samples} training samples"
+                                          num_calibration_samples=samples, int8_io=step.int8_io)
+                notes = f"full integer, calibrated on {samples} training samples" + (
+                    "; int8 input and output" if step.int8_io else "")
             else:
                 self.litert.export_litert(self.model, path, fmt=fmt)
             self.measure_litert(path, technique, fmt, stats, notes=notes)

@@ -8,10 +8,21 @@ runs them all, so one call leaves a plain Keras model whatever was applied.
 _STRIPPERS = []
 
 
-def register_stripper(fn):
-    """Registers `fn(model)`, called by `strip` (a decorator)."""
-    _STRIPPERS.append(fn)
-    return fn
+def register_stripper(fn=None, *, first=False):
+    """Registers `fn(model)`, called by `strip` (a decorator).
+
+    `first=True` runs it before the others: a technique applied on top of
+    the others (QAT after pruning or clustering) wraps their constraints and
+    must unwrap them before they restore their own.
+    """
+    def register(fn):
+        if first:
+            _STRIPPERS.insert(0, fn)
+        else:
+            _STRIPPERS.append(fn)
+        return fn
+
+    return register(fn) if fn is not None else register
 
 
 def strip(model):

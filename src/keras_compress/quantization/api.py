@@ -572,8 +572,45 @@ def _input_count(model):
 # The verb
 
 
-def quantize(model, config=None, calibration_data=None, batch_size=64):
+KERAS_MODES = ("int8", "int4", "float8", "gptq", "awq")
+
+
+def _keras_config_types():
+    names = ("QuantizationConfig", "GPTQConfig", "AWQConfig")
+    return tuple(getattr(keras.quantizers, n) for n in names if hasattr(keras.quantizers, n))
+
+
+def _keras_quantize(model, config, layers):
+    """Keras's own post-training quantization, for a quantized model inside Keras."""
+    if isinstance(config, str):
+        if config not in KERAS_MODES:
+            raise ValueError(
+                f"Unknown Keras quantization mode. Allowed: {list(KERAS_MODES)} (Keras's own "
+                f"model.quantize), or a QATConfig for quantization-aware training. Received: {config!r}"
+            )
+        if config in ("gptq", "awq"):
+            raise ValueError(
+                f"mode {config!r} needs calibration settings: pass a keras.quantizers."
+                f"{'GPTQConfig' if config == 'gptq' else 'AWQConfig'}(dataset=..., tokenizer=...) as config."
+            )
+        kwargs = {"mode": config}
+    else:
+        kwargs = {"config": config}
+    if layers is not None:
+        kwargs["filters"] = layers
+    model.quantize(**kwargs)
+    return model
+
+
+def quantize(model, config=None, calibration_data=None, batch_size=64, layers=None):
     """Prepares a model for quantization-aware training (LiteRT int8 scheme).
+
+    With a Keras mode (`"int8"`, `"int4"`, `"float8"`) or a
+    `keras.quantizers` config (`Int8QuantizationConfig`, `GPTQConfig`,
+    `AWQConfig`, ...) as `config`, it is Keras's own post-training
+    `model.quantize` instead (Dense, EinsumDense and Embedding quantized in
+    Keras; such a model cannot be exported to LiteRT), with `layers` as its
+    filter.
 
     The model keeps its layers (no wrappers): batch normalizations are
     folded, and each quantized layer's call fake-quantizes its weights and
@@ -585,12 +622,14 @@ def quantize(model, config=None, calibration_data=None, batch_size=64):
     Args:
         model: a built Keras model (Sequential, Functional, subclassed,
             nested).
-        config: a `QATConfig` (defaults: int8, per-channel weights).
+        config: a `QATConfig` (defaults: int8, per-channel weights), or a
+            Keras mode / `keras.quantizers` config (see above).
         calibration_data: optional inputs, shape `(N, *input_shape)`, run
             once through the model to initialise the activation ranges
             before training (so the model is already a good post-training
             quantized model). Without it the first training batch sets them.
         batch_size: batch size of the calibration pass.
+        layers: for a Keras mode only: `model.quantize`'s `filters`.
 
     Returns:
         The same model object, ready to compile and fit.
@@ -607,8 +646,15 @@ def quantize(model, config=None, calibration_data=None, batch_size=64):
     >>> model.fit(x_train, y_train, epochs=1)
     """
     config = QATConfig() if config is None else config
+    if isinstance(config, str) or isinstance(config, _keras_config_types()):
+        return _keras_quantize(model, config, layers)
     if not isinstance(config, QATConfig):
-        raise TypeError(f"config must be a QATConfig. Received: {type(config).__name__}")
+        raise TypeError(
+            "config must be a QATConfig (quantization-aware training), a Keras mode "
+            f"{list(KERAS_MODES)} or a keras.quantizers config. Received: {type(config).__name__}"
+        )
+    if layers is not None:
+        raise ValueError("For QAT, choose layers with QATConfig(layers=...). Received: layers=" + repr(layers))
     if not isinstance(model, keras.Model):
         raise TypeError(f"quantize needs a keras.Model. Received: {type(model).__name__}")
     if get_state(model) is not None:
@@ -790,7 +836,7 @@ def detach_for_saving(model):
     return restore
 
 
-@register_stripper
+@register_stripper(first=True)
 def strip(model):
     """Removes QAT from `model`: plain calls, weights on their integer grid.
 
@@ -808,7 +854,7 @@ def strip(model):
                 fq.fake_quant_weight(weight.variable.value, state.config.weight_bits, weight.axis)
             )
     for variable, constraint in state.constraints:
-        variable.constraint = constraint
+        variable.constraint = constraint  # the pruning/clustering constraint it wrapped, if any
     _unpatch(state)
     _remove_added(state)
     detach(model, _STATE_ATTR)

@@ -209,6 +209,8 @@ def test_subclassed_model_keeps_its_batchnorm_unfolded():
         (dict(calibration_data=np.full((4, 16), np.nan, "float32")), ValueError, "NaN or inf"),
         (dict(calibration_data=np.array([["a"] * 16])), ValueError, "numeric"),
         (dict(config=kc.PruneConfig(0.5)), TypeError, "config must be a QATConfig"),
+        (dict(config="int3"), ValueError, "Unknown Keras quantization mode"),
+        (dict(config="gptq"), ValueError, "needs calibration settings"),
     ],
 )
 def test_bad_input_raises_and_leaves_the_model_untouched(kwargs, error, match):
@@ -259,3 +261,40 @@ def test_four_bit_weights_use_at_most_fifteen_levels():
     kc.strip(model)
     kernel = model.get_layer("hidden").kernel.numpy()
     assert len(np.unique(kernel)) <= 15
+
+
+def test_qat_on_a_clustered_model_keeps_the_clusters():
+    model = builders.functional()
+    x, y = builders.dense_data(128)
+    kc.cluster(model, kc.ClusterConfig(num_clusters=8, init="linear"))
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    builders.compile_tiny(model)
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    kc.strip(model)  # QAT's strip runs first and hands clustering its constraint back
+    assert not kc.is_quantized(model) and not kc.is_clustered(model)
+    for name in ("hidden", "out"):
+        variable = model.get_layer(name).kernel
+        assert variable.constraint is None
+        kernel = variable.numpy()
+        assert len(np.unique(kernel)) <= 8
+        scale = np.abs(kernel).max() / 127  # Dense: one scale per tensor
+        np.testing.assert_allclose(kernel / scale, np.round(kernel / scale), atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_keras_modes_delegate_to_keras_model_quantize(mode):
+    model = builders.functional()
+    x, _ = builders.dense_data(32)
+    expected = ops.convert_to_numpy(model(x))
+    kc.quantize(model, mode)
+    assert model.get_layer("hidden").quantization_mode == mode
+    assert not kc.is_quantized(model)  # not QAT
+    got = ops.convert_to_numpy(model(x))
+    np.testing.assert_allclose(got, expected, atol=0.1 if mode == "int8" else 0.6)
+
+
+def test_keras_config_objects_and_filters_pass_through():
+    model = builders.functional()
+    kc.quantize(model, keras.quantizers.Int8QuantizationConfig(), layers="hidden")
+    assert model.get_layer("hidden").quantization_mode == "int8"
+    assert model.get_layer("out").quantization_mode is None
