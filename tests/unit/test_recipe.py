@@ -260,3 +260,12 @@ def test_export_int8_io_is_validated_and_round_trips():
         load_recipe("steps:\n  - export: {formats: [float32], int8_io: true}\n")
     with pytest.raises(RecipeError, match="'int8_io' must be true or false"):
         load_recipe("steps:\n  - export: {formats: [int8], int8_io: 1}\n")
+
+
+def test_layer_targets_auto_is_accepted_and_left_to_the_runner():
+    recipe = load_recipe("steps:\n  - prune: {target_sparsity: 0.9, layer_targets: auto}\n")
+    step = recipe.steps[0]
+    assert step.auto_targets and step.to_config().layer_targets is None
+    assert load_recipe(yaml.safe_dump(recipe.to_dict())) == recipe
+    with pytest.raises(RecipeError, match="'layer_targets' must be 'auto' or a mapping"):
+        load_recipe("steps:\n  - prune: {layer_targets: best}\n")

@@ -94,6 +94,11 @@ class PruneStep:
         return "prune"
 
     @property
+    def auto_targets(self) -> bool:
+        """Whether `layer_targets` is `"auto"`: per-layer targets from a sensitivity analysis."""
+        return self.settings.get("layer_targets") == AUTO
+
+    @property
     def auto_end_step(self) -> bool:
         """Whether `end_step` is `"auto"` and must be resolved before running."""
         return self.settings.get("end_step") == AUTO
@@ -118,6 +123,8 @@ class PruneStep:
         from keras_compress.pruning import PruneConfig
 
         settings = dict(self.settings)
+        if self.auto_targets:
+            settings.pop("layer_targets")  # resolved by the runner, on the model and data
         if self.auto_end_step:
             if end_step is None:
                 raise ValueError("end_step is 'auto': pass the resolved end_step to to_config()")
@@ -422,9 +429,9 @@ def _parse_prune(where, body):
                              f"Received: block_shape={value!r}")
             settings[key] = tuple(value)
         elif key == "layer_targets":
-            if value is not None:
+            if value is not None and value != AUTO:
                 if not isinstance(value, dict):
-                    _fail(where, "'layer_targets' must be a mapping {layer regex: sparsity}. "
+                    _fail(where, "'layer_targets' must be 'auto' or a mapping {layer regex: sparsity}. "
                                  f"Received: layer_targets={value!r} ({_type_name(value)})")
                 value = {_as_regex(where, "layer_targets key", k): _as_number(where, f"layer_targets[{k!r}]", v)
                          for k, v in value.items()}

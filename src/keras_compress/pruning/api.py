@@ -116,7 +116,7 @@ def update_masks(state, step):
         pruned.variable.assign(pruned.variable.value * ops.cast(mask, pruned.variable.dtype))
 
 
-def prune(model, config=None, layers=None, scores=None):
+def prune(model, config=None, layers=None, scores=None, targets=None, data=None):
     """Prepares `model` for magnitude pruning, in place; returns it.
 
     Chooses prunable weights by walking every layer's variables (trainable,
@@ -133,6 +133,12 @@ def prune(model, config=None, layers=None, scores=None):
         scores: `None` (magnitude pruning) or importance scores keyed by
             variable path, as `keras_compress.importance.score` returns; the
             lowest-scoring weights are pruned at every mask update.
+        targets: `None` (the config's own), `"auto"` (per-layer targets
+            from a sensitivity analysis on `data` that meet the config's
+            `target_sparsity` overall with the least predicted accuracy loss,
+            see `keras_compress.importance.auto_layer_targets`), or a dict
+            `{layer regex: sparsity}` replacing the config's `layer_targets`.
+        data: `(x, y)` validation samples, for `targets="auto"`.
 
     Returns:
         The same model, ready to prune. `pruning_summary(model)` lists what
@@ -156,6 +162,8 @@ def prune(model, config=None, layers=None, scores=None):
         raise TypeError(f"model must be a Keras model or layer. Received: {type(model).__name__}")
     if is_pruned(model):
         raise ValueError(f"Model {model.name!r} is already being pruned; call strip() on it first.")
+    if targets is not None:
+        config = _with_targets(model, config, layers, targets, data)
     chosen, skipped = walk.find_weights(model, layers)
     if not chosen:
         reasons = sorted({reason for _, reason in skipped})
@@ -195,6 +203,20 @@ def prune(model, config=None, layers=None, scores=None):
         update_masks(state, 0)
     reset_train_function(model)
     return model
+
+
+def _with_targets(model, config, layers, targets, data):
+    if isinstance(targets, dict):
+        return dataclasses.replace(config, layer_targets=dict(targets))
+    if targets != "auto":
+        raise ValueError(f"targets must be None, 'auto' or a dict {{layer regex: sparsity}}. "
+                         f"Received: targets={targets!r}")
+    if data is None:
+        raise ValueError("targets='auto' measures each layer's sensitivity: pass data=(x_val, y_val).")
+    from keras_compress.importance.sensitivity import auto_layer_targets
+
+    found = auto_layer_targets(model, data, config.target_sparsity, layers=layers)
+    return dataclasses.replace(config, layer_targets=found)
 
 
 @register_stripper

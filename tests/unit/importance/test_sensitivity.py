@@ -35,3 +35,24 @@ def test_auto_layer_targets_prune_to_the_global_sparsity():
     zeros = sum(int((k == 0).sum()) for k in kernels)
     total = sum(k.size for k in kernels)
     assert abs(zeros - 0.8 * total) <= len(kernels)  # exact up to rounding, one weight per tensor
+
+
+def test_prune_targets_auto_meets_the_global_sparsity_in_one_call():
+    model = builders.compile_tiny(builders.functional())
+    x, y = builders.dense_data(256)
+    model.fit(x, y, epochs=5, verbose=0)
+    kc.prune(model, kc.PruneConfig(0.8), targets="auto", data=(x, y))
+    rows = [r for r in kc.pruning_summary(model) if "target" in r]
+    assert len({round(r["target"], 3) for r in rows}) == 2  # the two layers get their own targets
+    kernels = [w for w in model.get_weights() if w.ndim == 2]
+    zeros = sum(int((k == 0).sum()) for k in kernels)
+    assert abs(zeros - 0.8 * sum(k.size for k in kernels)) <= len(kernels)
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(targets="auto"), "pass data="),
+                                            (dict(targets="best"), "targets must be None, 'auto' or a dict")])
+def test_prune_targets_errors(kwargs, match):
+    model = builders.functional()
+    with pytest.raises(ValueError, match=match):
+        kc.prune(model, kc.PruneConfig(0.8), **kwargs)
+    assert not kc.is_pruned(model)
