@@ -139,7 +139,7 @@ BAD_RECIPES = {
     "n not below m": (recipe_text([{"prune": {"pattern": "n:m", "n": 4, "m": 4}}]), ["recipe step 1 (prune)", "n:m"]),
     "bad layers regex": (recipe_text([{"prune": {"layers": "conv("}}]), ["'layers' is not a valid regular expression"]),
     "layers not a string": (recipe_text([{"prune": {"layers": 3}}]), ["'layers' must be a string"]),
-    "layer_targets a list": (recipe_text([{"prune": {"layer_targets": ["fc1"]}}]), ["'layer_targets' must be a mapping"]),
+    "layer_targets a list": (recipe_text([{"prune": {"layer_targets": ["fc1"]}}]), ["'layer_targets' must be 'auto' or a mapping"]),
     "layer_targets sparsity 1": (recipe_text([{"prune": {"layer_targets": {"fc1": 1.0}}}]), ["recipe step 1 (prune)", "layer_targets"]),
     "prune twice without strip": (
         recipe_text([{"prune": PRUNE_OK}, {"finetune": {}}, {"prune": PRUNE_OK}]),
