@@ -1,6 +1,13 @@
 """Named weights: importance scores per parameter, keyed by variable path."""
 
 from keras_compress.importance.api import HESSIANS, METHODS, aggregate, score
+from keras_compress.importance.regularizer import (
+    ImportanceRegularizer,
+    ImportanceRegularizerCallback,
+    ImportanceRegularizerConfig,
+    regularize,
+)
 from keras_compress.importance.sensitivity import allocate, auto_layer_targets, sensitivity
 
-__all__ = ["HESSIANS", "METHODS", "aggregate", "allocate", "auto_layer_targets", "score", "sensitivity"]
+__all__ = ["HESSIANS", "METHODS", "ImportanceRegularizer", "ImportanceRegularizerCallback",
+           "ImportanceRegularizerConfig", "aggregate", "regularize", "allocate", "auto_layer_targets", "score", "sensitivity"]
