@@ -265,3 +265,20 @@ def test_archive_export_then_evaluate_and_a_corrupt_archive_is_one_line(tmp_path
     out.write_bytes(out.read_bytes()[:-10])
     assert main(["evaluate", str(out), "--data", "mnist", "--subset", "256"]) == 2
     assert "truncated" in the_one_error_line(capsys)
+
+
+def test_analyze_writes_figures_and_targets_that_meet_the_sparsity(tmp_path, capsys, lenet_file):
+    out = tmp_path / "analysis"
+    code = main(["analyze", lenet_file, "--data", "mnist", "--out", str(out), "--samples", "256",
+                 "--target-sparsity", "0.9"])
+    assert code == 0, capsys.readouterr().err
+    for name in ("importance_histograms.png", "channel_heatmap.png", "sensitivity.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((out / "analysis.json").read_text())
+    params = sum(w["params"] for w in summary["weights"])
+    pruned = sum(w["params"] * w["suggested_target"] for w in summary["weights"])
+    assert pruned == pytest.approx(0.9 * params, rel=1e-3)
+    assert "suggested target" in (out / "analysis.md").read_text()
+    assert main(["analyze", lenet_file, "--data", "mnist", "--out", str(tmp_path / "x"),
+                 "--target-sparsity", "1.5"]) == 2
+    assert not (tmp_path / "x").exists()

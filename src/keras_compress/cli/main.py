@@ -299,6 +299,27 @@ def demo_baseline(epochs=DEMO_BASELINE_EPOCHS, data=None, subset=None, progress=
     return model, path
 
 
+def _cmd_analyze(args):
+    from keras_compress.cli.runner import check_data_fits
+    from keras_compress.importance.analysis import analyze
+
+    if not 0.0 < args.target_sparsity < 1.0:
+        raise ValueError(f"--target-sparsity must be in (0, 1). Received: {args.target_sparsity}")
+    if not os.path.isfile(args.model):
+        raise FileNotFoundError(f"model file not found: {args.model!r}")
+    model = load_model(args.model)
+    data = load_data(args.data)
+    check_data_fits(model, data)
+    (x, y), _ = data
+    summary = analyze(model, (x[: args.samples], y[: args.samples]), args.out, method=args.method,
+                      target_sparsity=args.target_sparsity, max_samples=args.samples)
+    for row in summary["weights"]:
+        print(f"{row['name']:<32} {row['params']:>10,} params  suggested target "
+              f"{100 * row['suggested_target']:5.1f}%")
+    print(f"\nWrote {os.path.abspath(args.out)} (analysis.md, analysis.json, 3 PNG figures)")
+    return EXIT_OK
+
+
 def _cmd_demo(args):
     from keras_compress.cli.runner import run_recipe
 
@@ -318,7 +339,7 @@ def _cmd_demo(args):
 
 
 def build_parser():
-    """Builds the `keras-compress` argument parser (subcommands compress, evaluate, export, demo).
+    """Builds the `keras-compress` argument parser (compress, evaluate, export, analyze, demo).
 
     Returns:
         An `argparse.ArgumentParser`.
@@ -361,6 +382,18 @@ def build_parser():
                    help="training samples used to calibrate int8 (default: 256)")
     p.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N train and test samples")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("analyze", help="importance scores, sensitivity curves and suggested targets, as figures")
+    p.add_argument("model", metavar="MODEL.keras", help="the trained model")
+    p.add_argument("--data", required=True, choices=DATASETS, help="dataset whose training split is scored")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced at the end if it exists)")
+    p.add_argument("--method", default="taylor", choices=("magnitude", "taylor", "fisher", "obd"),
+                   help="importance score (default: taylor)")
+    p.add_argument("--target-sparsity", type=float, default=0.9, metavar="S",
+                   help="overall sparsity the suggested per-layer targets meet (default: 0.9)")
+    p.add_argument("--samples", type=_positive_int, default=2000, metavar="N",
+                   help="training samples scored and evaluated (default: 2000)")
+    p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("demo", help="train LeNet-5 on MNIST (cached), prune it to 90%% and export it")
     p.add_argument("--out", default=os.path.join("runs", "demo"), metavar="DIR",

@@ -1,5 +1,6 @@
 """Named weights: importance scores per parameter, keyed by variable path."""
 
+from keras_compress.importance.analysis import analyze
 from keras_compress.importance.api import HESSIANS, METHODS, aggregate, score
 from keras_compress.importance.regularizer import (
     ImportanceRegularizer,
@@ -10,4 +11,4 @@ from keras_compress.importance.regularizer import (
 from keras_compress.importance.sensitivity import allocate, auto_layer_targets, sensitivity
 
 __all__ = ["HESSIANS", "METHODS", "ImportanceRegularizer", "ImportanceRegularizerCallback",
-           "ImportanceRegularizerConfig", "aggregate", "regularize", "allocate", "auto_layer_targets", "score", "sensitivity"]
+           "ImportanceRegularizerConfig", "aggregate", "analyze", "regularize", "allocate", "auto_layer_targets", "score", "sensitivity"]
