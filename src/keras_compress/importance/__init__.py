@@ -8,7 +8,8 @@ from keras_compress.importance.regularizer import (
     ImportanceRegularizerConfig,
     regularize,
 )
+from keras_compress.importance.tensorboard import CompressionTensorBoard
 from keras_compress.importance.sensitivity import allocate, auto_layer_targets, sensitivity
 
-__all__ = ["HESSIANS", "METHODS", "ImportanceRegularizer", "ImportanceRegularizerCallback",
+__all__ = ["CompressionTensorBoard", "HESSIANS", "METHODS", "ImportanceRegularizer", "ImportanceRegularizerCallback",
            "ImportanceRegularizerConfig", "aggregate", "analyze", "regularize", "allocate", "auto_layer_targets", "score", "sensitivity"]
