@@ -120,10 +120,10 @@ def test_an_unknown_step_is_one_line_and_leaves_an_existing_out_dir_alone(tmp_pa
     recipe = write(tmp_path / "r.yaml", """\
         steps:
           - prune: {target_sparsity: 0.5}
-          - quantize: {bits: 4}
+          - distill: {teacher: big}
     """)
     assert compress(lenet_file, recipe, out) == 2
-    assert "recipe step 2: unknown step 'quantize'" in the_one_error_line(capsys)
+    assert "recipe step 2: unknown step 'distill'" in the_one_error_line(capsys)
     assert os.listdir(out) == ["keep.txt"]
 
 
