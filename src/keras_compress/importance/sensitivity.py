@@ -12,33 +12,76 @@ from keras_compress.ops import masks as mask_ops
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 
 
-def sensitivity(model, data, sparsities=SPARSITIES, layers=None, max_samples=2000, batch_size=256):
-    """Accuracy versus sparsity for each prunable weight, the others intact.
+KINDS = ("sparsity", "bits", "clusters")
+BITS = (8, 6, 4, 3, 2)
+CLUSTERS = (64, 16, 8, 4, 2)
 
-    Each weight is pruned one-shot by magnitude to each sparsity, the model is
+
+def _compressed(original, kind, value):
+    """`original` pruned to sparsity `value`, quantized to `value` bits, or clustered to `value` values."""
+    if kind == "sparsity":
+        return original * keras.ops.convert_to_numpy(mask_ops.magnitude_mask(np.abs(original), value))
+    if kind == "bits":
+        from keras_compress.ops.fake_quant import fake_quant_weight
+
+        axis = -1 if original.ndim >= 2 else None
+        return keras.ops.convert_to_numpy(fake_quant_weight(original.astype(np.float32), int(value), axis))
+    from keras_compress.clustering.api import segments_for
+    from keras_compress.clustering.config import ClusterConfig
+
+    config = ClusterConfig(num_clusters=int(value), init="linear", per_channel=False, preserve_sparsity=True)
+    return np.asarray(segments_for(original, config)[2])
+
+
+def _check_values(kind, values):
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}. Received: kind={kind!r}")
+    for v in values:
+        if kind == "sparsity" and not 0.0 <= float(v) < 1.0:
+            raise ValueError(f"sparsities must be in [0, 1). Received: {list(values)}")
+        if kind == "bits" and (not isinstance(v, (int, np.integer)) or not 2 <= v <= 8):
+            raise ValueError(f"bit widths must be ints in [2, 8]. Received: {list(values)}")
+        if kind == "clusters" and (not isinstance(v, (int, np.integer)) or v < 2):
+            raise ValueError(f"cluster counts must be ints >= 2. Received: {list(values)}")
+
+
+def sensitivity(model, data, sparsities=SPARSITIES, layers=None, max_samples=2000, batch_size=256,
+                kind="sparsity"):
+    """Accuracy versus sparsity (or bit width, or clusters) for each weight, the others intact.
+
+    Each weight in turn is pruned one-shot by magnitude to each sparsity
+    (`kind="sparsity"`), fake-quantized to each bit width (`"bits"`:
+    symmetric, per output channel) or clustered to each number of shared
+    values (`"clusters"`: linear init, k-means, zeros kept); the model is
     evaluated on (a subset of) `data`, and the weight is restored exactly.
 
     Args:
         model: a built Keras classifier.
         data: `(x, y)` validation data.
-        sparsities: the sparsities to try, each in [0, 1).
+        sparsities: the values to try: sparsities in [0, 1), bit widths in
+            [2, 8] or cluster counts >= 2 (defaults `SPARSITIES`, `BITS`,
+            `CLUSTERS` by kind).
         layers: filter as for `prune`.
         max_samples: evaluate on at most this many samples.
         batch_size: evaluation batch size.
+        kind: `"sparsity"`, `"bits"` or `"clusters"`.
 
     Returns:
-        `{"baseline": accuracy, "curves": {name: {sparsity: accuracy}},
-        "sizes": {name: number of weights}}`, names as `importance.score`'s.
+        `{"baseline": accuracy, "curves": {name: {value: accuracy}},
+        "sizes": {name: number of weights}, "kind": kind}`, names as
+        `importance.score`'s.
 
     Raises:
-        ValueError: if a sparsity is outside [0, 1) or nothing is prunable.
+        ValueError: for an unknown kind, a value out of range, or nothing
+            to compress.
 
     Example:
     >>> curves = keras_compress.importance.sensitivity(model, (x_val, y_val))
+    >>> bits = keras_compress.importance.sensitivity(model, (x_val, y_val), kind="bits")
     """
-    for s in sparsities:
-        if not 0.0 <= float(s) < 1.0:
-            raise ValueError(f"sparsities must be in [0, 1). Received: {list(sparsities)}")
+    if kind != "sparsity" and sparsities is SPARSITIES:
+        sparsities = BITS if kind == "bits" else CLUSTERS
+    _check_values(kind, sparsities)
     x, y = np.asarray(data[0])[:max_samples], np.asarray(data[1])[:max_samples]
     chosen, _ = walk.find_weights(model, layers)
     if not chosen:
@@ -52,12 +95,12 @@ def sensitivity(model, data, sparsities=SPARSITIES, layers=None, max_samples=200
         curves[name] = {}
         try:
             for s in sparsities:
-                mask = keras.ops.convert_to_numpy(mask_ops.magnitude_mask(np.abs(original), s))
-                ref.variable.assign(original * mask)
-                curves[name][float(s)] = evaluate.keras_accuracy(model, x, y, batch_size)
+                ref.variable.assign(_compressed(original, kind, s))
+                key = float(s) if kind == "sparsity" else int(s)
+                curves[name][key] = evaluate.keras_accuracy(model, x, y, batch_size)
         finally:
             ref.variable.assign(original)
-    return {"baseline": baseline, "curves": curves, "sizes": sizes}
+    return {"baseline": baseline, "curves": curves, "sizes": sizes, "kind": kind}
 
 
 def allocate(curves, sizes, baseline, target_sparsity, step=0.005, max_sparsity=0.995):

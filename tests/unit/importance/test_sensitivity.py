@@ -56,3 +56,26 @@ def test_prune_targets_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         kc.prune(model, kc.PruneConfig(0.8), **kwargs)
     assert not kc.is_pruned(model)
+
+
+@pytest.mark.parametrize("kind, values", [("bits", (8, 2)), ("clusters", (16, 2))])
+def test_sensitivity_to_bits_and_clusters_falls_with_coarser_grids_and_restores_weights(kind, values):
+    model = builders.compile_tiny(builders.functional())
+    x, y = builders.dense_data(256)
+    model.fit(x, y, epochs=10, verbose=0)
+    trained = [np.array(w) for w in model.get_weights()]
+    result = importance.sensitivity(model, (x, y), sparsities=values, kind=kind)
+    assert result["kind"] == kind
+    fine, coarse = values
+    for curve in result["curves"].values():
+        assert curve[fine] >= result["baseline"] - 0.03  # 8 bits / 16 clusters barely hurt
+        assert curve[coarse] <= curve[fine] + 1e-9
+    assert min(c[coarse] for c in result["curves"].values()) < result["baseline"]
+    assert all(np.array_equal(a, np.array(b)) for a, b in zip(trained, model.get_weights()))
+
+
+@pytest.mark.parametrize("kind, values, match", [("bits", (9,), "bit widths"), ("clusters", (1,), "cluster counts"),
+                                                  ("entropy", (1,), "kind must be one of")])
+def test_sensitivity_rejects_bad_values(kind, values, match):
+    with pytest.raises(ValueError, match=match):
+        importance.sensitivity(builders.functional(), builders.dense_data(8), sparsities=values, kind=kind)
