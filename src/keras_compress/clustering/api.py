@@ -171,6 +171,58 @@ def cluster(model, config=None, layers=None):
     return model
 
 
+def split_clusters_by_channel(model, variable, channel_index):
+    """Gives each (cluster, channel) pair of a clustered `variable` its own shared value.
+
+    For a weight whose channels are about to be scaled by different factors
+    (a BatchNormalization folded into its kernel by `quantize`): a cluster
+    spanning channels no longer holds one value, and averaging it would undo
+    the fold. After the split each channel keeps at most `num_clusters`
+    values (its scaled centroids), which is what a per-channel int8 kernel
+    stores anyway. Pruned zeros stay one segment, exactly zero.
+
+    Args:
+        model: the clustered model (its state, or a layer's, holds `variable`).
+        variable: the clustered variable.
+        channel_index: int array shaped like `variable`: each weight's channel.
+
+    Returns:
+        True if `variable` is clustered in `model` (and was split), else False.
+    """
+    for layer in walk.iter_layers(model):
+        state = get_state(layer)
+        if state is None:
+            continue
+        for clustered in state.weights:
+            if clustered.variable is variable:
+                _split(clustered, np.asarray(channel_index))
+                return True
+    return False
+
+
+def _split(clustered, channel_index):
+    segments = np.asarray(ops.convert_to_numpy(clustered.segments.value)).astype(np.int64)
+    zero_segment = int(clustered.counts.shape[0]) - 1
+    channels = int(channel_index.max()) + 1
+    combined = segments * channels + np.broadcast_to(channel_index, segments.shape)
+    is_zero = segments == zero_segment
+    _, new = np.unique(np.where(is_zero, -1, combined), return_inverse=True)
+    new = new.reshape(segments.shape)
+    if is_zero.any():
+        new = new - 1  # -1 sorted first: the zeros' segment, moved to the end below
+    num_segments = int(new.max()) + 2 if new.size else 1
+    new = np.where(is_zero, num_segments - 1, new).astype(np.int32)
+    counts = np.bincount(new.reshape(-1), minlength=num_segments).astype(np.float32)
+    count_var = keras.Variable(counts, trainable=False, dtype="float32", name=clustered.counts.name)
+    clustered.segments.assign(new)
+    old_counts, clustered.counts = clustered.counts, count_var
+    constraint = clustered.variable.constraint
+    while constraint is not None:
+        if isinstance(constraint, SharedValueConstraint) and constraint.counts is old_counts:
+            constraint.counts = count_var
+        constraint = getattr(constraint, "inner", None)
+
+
 @register_stripper
 def strip(model):
     """Removes clustering state: shares values a last time, restores constraints."""

@@ -55,6 +55,19 @@ def reset_train_function(model):
         model.train_function = None
 
 
+def reset_compiled_functions(model):
+    """Drops the compiled train, test and predict steps of `model`.
+
+    For a change to the forward pass (QAT patching or unpatching layer
+    calls, a bias added by folding a normalization): a step traced before it
+    would keep computing the old function, since Keras reuses its compiled
+    `predict_function` and `test_function` across calls.
+    """
+    for name in ("train_function", "test_function", "predict_function"):
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)
+
+
 def attach(model, attr, state):
     """Keeps `state` on the model object, outside Keras's tracking."""
     object.__setattr__(model, attr, state)

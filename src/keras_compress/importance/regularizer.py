@@ -17,7 +17,7 @@ import numpy as np
 
 from keras_compress.core import walk
 from keras_compress.core.config import BaseConfig
-from keras_compress.core.state import attach, detach, register_stripper, reset_train_function
+from keras_compress.core.state import attach, detach, register_stripper, reset_compiled_functions
 from keras_compress.ops import regularizers as reg_ops
 
 _STATE_ATTR = "_keras_compress_importance_regularizer"
@@ -149,7 +149,7 @@ def regularize(model, config=None, data=None):
     for item in weights:
         item.variable.regularizer = ImportanceRegularizer(item.coefficients, config.strength, config.norm)
     attach(model, _STATE_ATTR, state)
-    reset_train_function(model)
+    reset_compiled_functions(model)
     return model
 
 
@@ -178,5 +178,5 @@ def strip(model):
     for item in state.weights:
         item.variable.regularizer = item.previous
     detach(model, _STATE_ATTR)
-    reset_train_function(model)
+    reset_compiled_functions(model)
     return model

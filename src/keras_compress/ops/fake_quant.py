@@ -15,6 +15,9 @@ LiteRT int8 scheme on top:
 - activations: asymmetric, per tensor, full range ([-128, 127]), the range
   tracked by an exponential moving average of batch minima and maxima and
   always containing 0 (so that 0, padding's value, is exact);
+- outputs whose range the runtime fixes (softmax, sigmoid, tanh,
+  log-softmax): LiteRT's int8 kernels write them on a fixed grid (softmax:
+  steps of 1/256 from 0), which `fixed_output_range` gives;
 - batch normalization folded into the kernel and bias before it.
 """
 
@@ -107,6 +110,37 @@ def fake_quant_activation(x, range_min, range_max, num_bits=8):
     return keras.quantizers.fake_quant_with_min_max_vars(
         x, range_min, range_max, num_bits=num_bits, narrow_range=False
     )
+
+
+# LiteRT's int8 kernels for these activations write their output with a
+# fixed scale and zero point whatever the ranges seen in training (TFLite's
+# int8 quantization spec): softmax and logistic 1/256 with zero point -128,
+# tanh 1/128 with 0, log-softmax 16/256 with 127. As [min, max] ranges:
+FIXED_OUTPUT_RANGES = {
+    "softmax": (0.0, 255.0 / 256.0),
+    "sigmoid": (0.0, 255.0 / 256.0),
+    "tanh": (-1.0, 127.0 / 128.0),
+    "log_softmax": (-255.0 * 16.0 / 256.0, 0.0),
+}
+
+
+def fixed_output_range(activation_name):
+    """The int8 range LiteRT fixes for `activation_name`'s output, or None."""
+    return FIXED_OUTPUT_RANGES.get(activation_name)
+
+
+def fake_quant_fixed_output(x, activation_name):
+    """`x` (an activation's output) on the 8-bit grid LiteRT fixes for it.
+
+    Two classes whose probabilities differ by less than a step (1/256 for
+    softmax) come out equal, as on the device, and an argmax then takes the
+    first: a simulation without this step disagrees with the int8 model on
+    such ties. Activations without a fixed range are returned unchanged.
+    """
+    fixed = fixed_output_range(activation_name)
+    if fixed is None:
+        return x
+    return fake_quant_activation(x, fixed[0], fixed[1], 8)
 
 
 def moving_range(range_min, range_max, x, decay, initialized):

@@ -30,7 +30,7 @@ import numpy as np
 from keras import ops
 
 from keras_compress.core import walk
-from keras_compress.core.state import attach, detach, register_stripper, reset_train_function
+from keras_compress.core.state import attach, detach, register_stripper, reset_compiled_functions
 from keras_compress.ops import fake_quant as fq
 from keras_compress.quantization.config import QATConfig
 
@@ -300,13 +300,20 @@ def _is_foldable(producer, bn):
     )
 
 
-def _fold(producer, bn):
+def _fold(model, producer, bn):
     """Folds `bn` into `producer`'s kernel and bias (adding a bias if needed)."""
+    from keras_compress.clustering import api as clustering
+
     kernel = producer.kernel
     value = ops.convert_to_tensor(kernel.value)
+    shape = tuple(value.shape)
     depthwise = isinstance(producer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D))
+    # Each weight's output channel (depthwise: input channel x multiplier);
+    # clusters spanning channels are split, since folding scales each channel.
+    channels = shape[-2] * shape[-1] if depthwise else shape[-1]
+    channel_index = np.broadcast_to(np.arange(channels).reshape(shape[-2:] if depthwise else (channels,)), shape)
+    clustering.split_clusters_by_channel(model, kernel, channel_index)
     if depthwise:
-        shape = value.shape
         value = ops.reshape(value, tuple(shape[:-2]) + (shape[-2] * shape[-1],))
     bias = producer.bias.value if producer.bias is not None else None
     gamma = bn.gamma.value if bn.scale else None
@@ -370,7 +377,7 @@ def _plan(model, config, chosen_layers, consumers, added):
                     and keep(producer)
                     and _is_foldable(producer, layer)
                 ):
-                    _fold(producer, layer)
+                    _fold(model, producer, layer)
                     folded_bns.add(id(layer))
                     folded.append((layer.name, producer.name))
 
@@ -470,6 +477,27 @@ def _observe(state, site, x):
     return ops.where(ops.equal(site.seen.value, 0.0), x, quantized)
 
 
+def _fixed_activation_name(layer):
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    return _activation_name(getattr(layer, "activation", None))
+
+
+def _fixed_output(state, activation_name, outputs):
+    """At inference, an output whose range LiteRT fixes, on that fixed grid.
+
+    Only when predicting or evaluating: in training the probabilities stay
+    exact (a class rounded to probability 0 would lose its gradient), while
+    the trained model's predictions, ties of nearly equal probabilities
+    included, are those of the int8 model. Not while exporting either: the
+    runtime applies the grid itself.
+    """
+    if (state.config.activation_bits != 8 or state.calibrating or state.exporting
+            or _training_flag() or not _is_float_tensor(outputs)):
+        return outputs
+    return fq.fake_quant_fixed_output(outputs, activation_name)
+
+
 def _is_float_tensor(x):
     return "float" in str(getattr(x, "dtype", ""))
 
@@ -502,7 +530,10 @@ def _layer_call(state, plan, original):
             if plan.pre_activation:
                 if plan.output_site is not None:
                     outputs = _observe(state, plan.output_site, outputs)
-                return saved["activation"](outputs)
+                activation = saved["activation"]
+                return _fixed_output(state, _activation_name(activation), activation(outputs))
+        elif plan.kind == "fixed":
+            return _fixed_output(state, _fixed_activation_name(layer), original(*args, **kwargs))
         else:
             outputs = original(*args, **kwargs)
         if plan.output_site is not None and _is_float_tensor(outputs):
@@ -540,7 +571,7 @@ def _model_call(state, plan, original):
 
 def _patch(state):
     for plan in state.plans:
-        if plan.kind in ("pass", "fixed"):
+        if plan.kind == "pass":
             continue
         layer = plan.layer
         original = layer.call
@@ -710,7 +741,7 @@ def quantize(model, config=None, calibration_data=None, batch_size=64, layers=No
     state = QATState(config, plans, sites, added, constraints, float_layers, folded)
     _patch(state)
     attach(model, _STATE_ATTR, state)
-    reset_train_function(model)
+    reset_compiled_functions(model)
     if calibration is not None:
         calibrate(model, calibration, batch_size=batch_size)
     return model
@@ -827,11 +858,13 @@ def detach_for_saving(model):
     state = _require_state(model)
     _unpatch(state)
     _remove_added(state)
+    reset_compiled_functions(model)
 
     def restore():
         for layer, variable in state.added:
             layer._non_trainable_variables.append(variable)
         _patch(state)
+        reset_compiled_functions(model)
 
     return restore
 
@@ -858,7 +891,7 @@ def strip(model):
     _unpatch(state)
     _remove_added(state)
     detach(model, _STATE_ATTR)
-    reset_train_function(model)
+    reset_compiled_functions(model)
     return model
 
 

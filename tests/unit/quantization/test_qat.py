@@ -298,3 +298,93 @@ def test_keras_config_objects_and_filters_pass_through():
     kc.quantize(model, keras.quantizers.Int8QuantizationConfig(), layers="hidden")
     assert model.get_layer("hidden").quantization_mode == "int8"
     assert model.get_layer("out").quantization_mode is None
+
+
+def test_quantize_and_strip_after_predict_use_the_new_forward_pass():
+    # Keras reuses a compiled predict step; one traced before quantize would
+    # skip the folded bias (a layer built without one) and the fake quantization.
+    model = bn_model()
+    x = images(64)
+    float_out = model.predict(x, verbose=0)
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    eager = ops.convert_to_numpy(model(x, training=False))
+    np.testing.assert_allclose(model.predict(x, verbose=0), eager, atol=1e-6)
+    assert not np.allclose(model.predict(x, verbose=0), float_out, atol=1e-6)
+    restore = qat.detach_for_saving(model)
+    np.testing.assert_allclose(model.predict(x, verbose=0), float_out, rtol=1e-4, atol=1e-5)
+    restore()
+    np.testing.assert_allclose(model.predict(x, verbose=0), eager, atol=1e-6)
+    kc.strip(model)
+    np.testing.assert_allclose(model.predict(x, verbose=0), ops.convert_to_numpy(model(x, training=False)),
+                               atol=1e-6)
+
+
+def _on_grid(values, low, step):
+    k = (values - low) / step
+    return np.allclose(k, np.round(k), atol=1e-3)
+
+
+@pytest.mark.parametrize("activation, low, step", [
+    ("softmax", 0.0, 1 / 256), ("sigmoid", 0.0, 1 / 256), ("tanh", -1.0, 1 / 128),
+])
+def test_fixed_range_outputs_are_on_the_runtime_grid_when_predicting(activation, low, step):
+    builders.seeded(0)
+    inputs = keras.Input((6,))
+    hidden = layers.Dense(8, activation="relu", name="hidden")(inputs)
+    fused = layers.Dense(4, activation=activation, name="fused")(hidden)  # activation inside Dense
+    alone = layers.Activation(activation, name="alone")(layers.Dense(4, name="logits")(hidden))
+    model = keras.Model(inputs, [fused, alone])
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32") * 3
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    for out in model.predict(x, verbose=0):
+        assert _on_grid(out, low, step), activation
+    # Training sees exact values: a class rounded to 0 would lose its gradient.
+    for out in model(x, training=True):
+        assert not _on_grid(ops.convert_to_numpy(out), low, step)
+
+
+def test_softmax_layer_output_is_on_the_runtime_grid_and_ties_as_on_device():
+    builders.seeded(0)
+    inputs = keras.Input((6,))
+    outputs = layers.Softmax(name="softmax")(layers.Dense(22, name="logits")(inputs))
+    model = keras.Model(inputs, outputs)
+    kc.quantize(model, kc.QATConfig())
+    # Logits range [-4, 127/32]: an int8 grid of steps of 1/32 with zero point 0.
+    model.get_layer("logits").kernel.assign(np.zeros((6, 22), "float32"))
+    model.get_layer("logits").bias.assign(np.array([1.0, 1.03125] + [0.96875] * 20, "float32"))
+    ranges = kc.quantization.quantization_ranges(model)
+    kc.quantization.set_quantization_ranges(
+        model, {name: (-4.0, 127 / 32) if name == "logits/output" else (-1.0, 1.0) for name in ranges})
+    probabilities = model.predict(np.zeros((2, 6), "float32"), verbose=0)
+    assert _on_grid(probabilities, 0.0, 1 / 256)
+    # Logit 1 is one int8 step above logit 0, but their probabilities
+    # (11.95/256, 12.33/256) share a softmax output step: equal on the device, so equal here,
+    # and an argmax takes the first, as on the device.
+    assert probabilities[0, 0] == probabilities[0, 1]
+    assert np.argmax(probabilities[0]) == 0
+    float_probabilities = ops.convert_to_numpy(model(np.zeros((2, 6), "float32"), training=True))
+    assert np.argmax(float_probabilities[0]) == 1
+
+
+def test_folding_into_a_clustered_kernel_keeps_the_function_through_training_steps():
+    # Folding scales each output channel differently; a cluster spanning
+    # channels must become one shared value per channel, or the clustering
+    # constraint averages the scaled values after the first step.
+    model = bn_model()
+    x = images(64)
+    kc.cluster(model, kc.ClusterConfig(num_clusters=4, init="linear"))
+    expected = model.predict(x, verbose=0)
+    kc.quantize(model, kc.QATConfig())  # no calibration: no fake quantization yet
+    restore = qat.detach_for_saving(model)
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-5)
+    restore()
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), "mse")
+    model.fit(x, expected, epochs=1, batch_size=32, verbose=0)  # constraints applied, nothing learned
+    restore = qat.detach_for_saving(model)
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-5)
+    restore()
+    kc.strip(model)
+    conv = model.get_layer("conv").kernel.numpy().reshape(-1, 6)
+    dw = model.get_layer("dw").kernel.numpy().reshape(-1, 6)
+    for kernel in (conv, dw):
+        assert max(len(np.unique(kernel[:, c])) for c in range(6)) <= 4
