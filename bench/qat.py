@@ -117,6 +117,10 @@ def run_case(name, args, out):
     result["qat_fit_seconds"] = time.perf_counter() - start
     result["qat_keras_accuracy"] = keras_accuracy(qat, xt, yt)
     paths["qat_int8"] = litert.export_litert(qat, os.path.join(folder, "qat_int8.tflite"), "int8")
+    # Which test predictions the int8 model changes, beyond the accuracy net of them.
+    keras_pred = np.argmax(qat.predict(xt, batch_size=512, verbose=0), axis=1)
+    litert_pred = np.argmax(litert.litert_predict(paths["qat_int8"], xt), axis=1)
+    result["qat_litert_keras_disagreements"] = int(np.sum(keras_pred != litert_pred))
     result["quantization_summary"] = [
         {k: v for k, v in row.items() if k in ("layer", "treatment", "reason")}
         for row in kc.quantization_summary(qat)
@@ -128,10 +132,12 @@ def run_case(name, args, out):
         result["rows"][key]["latency_b1_s"] = value
     base = result["float_keras_accuracy"]
     rows = result["rows"]
+    result["test_samples"] = int(len(xt))
     result["figures"] = {
         "ptq_loss_points": 100 * (base - rows["ptq_int8"]["litert_accuracy"]),
         "qat_loss_points": 100 * (base - rows["qat_int8"]["litert_accuracy"]),
         "qat_litert_minus_keras_points": 100 * (rows["qat_int8"]["litert_accuracy"] - result["qat_keras_accuracy"]),
+        "qat_litert_keras_disagreement_rate": result["qat_litert_keras_disagreements"] / len(xt),
         "int8_speedup_b1": rows["float32"]["latency_b1_s"] / rows["qat_int8"]["latency_b1_s"],
         "ptq_speedup_b1": rows["float32"]["latency_b1_s"] / rows["ptq_int8"]["latency_b1_s"],
         "size_ratio": rows["float32"]["bytes"] / rows["qat_int8"]["bytes"],
@@ -185,7 +191,8 @@ def main():
     for r in results:
         f = r["figures"]
         print(f"{r['model']}: PTQ loss {f['ptq_loss_points']:+.2f} pt, QAT loss {f['qat_loss_points']:+.2f} pt, "
-              f"QAT LiteRT-Keras {f['qat_litert_minus_keras_points']:+.2f} pt, int8 speed-up {f['int8_speedup_b1']:.2f}x, "
+              f"QAT LiteRT-Keras {f['qat_litert_minus_keras_points']:+.2f} pt "
+              f"({r['qat_litert_keras_disagreements']} of {r['test_samples']} predictions differ), int8 speed-up {f['int8_speedup_b1']:.2f}x, "
               f"size {f['size_ratio']:.2f}x; float control {100 * r['float_fine_tuned']['keras_accuracy']:.2f}%")
     if "overhead" in summary:
         print(f"QAT overhead (LeNet-5, paired epochs): {summary['overhead']['overhead']:.3f}")
