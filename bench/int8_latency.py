@@ -1,0 +1,77 @@
+"""Why the int8 artifact is not 2x faster: batch-1 latency probes, one process.
+
+For a cached zoo baseline (bench/qat.py trains it), exports float32, full-
+integer int8 (float input/output) and int8 with int8 input/output, then
+times them at batch 1 in interleaved rounds, with LiteRT's default XNNPACK
+delegate and without any delegate (the builtin kernels).
+
+    KERAS_BACKEND=tensorflow python bench/int8_latency.py            # MobileNetV2-style net
+    KERAS_BACKEND=tensorflow python bench/int8_latency.py --model lenet5 --dataset mnist --epochs 8
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+import keras_compress as kc  # noqa: E402
+import qat as qat_bench  # noqa: E402
+from keras_compress.cli import main as cli  # noqa: E402
+from keras_compress.export import litert  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="mobilenet_v2_tiny")
+    parser.add_argument("--dataset", default="fashion_mnist")
+    parser.add_argument("--epochs", type=int, default=10, help="baseline epochs (the cached baseline's)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=200, help="invokes per round")
+    args = parser.parse_args()
+    (x, y), _ = kc.datasets.load(args.dataset)
+    model = cli.load_model(qat_bench.baseline(args.model, args.dataset, args.epochs, x, y))
+    folder = tempfile.mkdtemp(prefix="kc-int8-latency-")
+    calibration = dict(representative_data=x[:500], num_calibration_samples=500)
+    paths = {
+        "float32": litert.export_litert(model, os.path.join(folder, "f32.tflite"), "float32"),
+        "int8": litert.export_litert(model, os.path.join(folder, "i8.tflite"), "int8", **calibration),
+        "int8 (int8 in/out)": litert.export_litert(model, os.path.join(folder, "i8io.tflite"), "int8",
+                                                   int8_io=True, **calibration),
+    }
+    runtimes = {k: litert.LiteRTModel(p, num_threads=1) for k, p in paths.items()}
+    samples = {k: [] for k in runtimes}
+    for _ in range(args.rounds):
+        for k, runtime in runtimes.items():
+            samples[k].append(runtime.latency(batch_size=1, runs=args.runs, warmup=10))
+    xnnpack = {k: float(np.median(v)) for k, v in samples.items()}
+
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    builtin = {}
+    for k, path in paths.items():
+        interpreter = Interpreter(model_path=path, num_threads=1,
+                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interpreter.allocate_tensors()
+        for _ in range(20):
+            interpreter.invoke()
+        start = time.perf_counter()
+        for _ in range(args.runs * 2):
+            interpreter.invoke()
+        builtin[k] = (time.perf_counter() - start) / (args.runs * 2)
+    print(f"{args.model}: batch 1, 1 thread, median of {args.rounds} interleaved rounds")
+    print("| artifact | XNNPACK (default) | speed-up | no delegate | speed-up |")
+    print("|---|---:|---:|---:|---:|")
+    for k in paths:
+        print(f"| {k} | {1e6 * xnnpack[k]:.1f} µs | {xnnpack['float32'] / xnnpack[k]:.2f}x | "
+              f"{1e6 * builtin[k]:.1f} µs | {builtin['float32'] / builtin[k]:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
