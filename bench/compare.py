@@ -358,6 +358,13 @@ def _fit_timed(ctx, model, callbacks=()):
     return time.perf_counter() - start
 
 
+def _kernel_sparsity(model):
+    """Fraction of exact zeros over every weight of rank >= 2."""
+    kernels = [w for w in model.weights if len(w.shape) >= 2]
+    zeros = sum(int(np.sum(keras.ops.convert_to_numpy(w.value) == 0)) for w in kernels)
+    return zeros / max(1, sum(int(np.prod(w.shape)) for w in kernels))
+
+
 def _max_unique_per_kernel(model):
     return max(len(np.unique(keras.ops.convert_to_numpy(w.value))) for w in model.weights if len(w.shape) >= 2)
 
@@ -370,9 +377,23 @@ def _paired(ctx, prepare, callbacks=()):
     return paired_overhead(plain, treated, x, y, s.batch_size, s.overhead_pairs, list(callbacks))
 
 
-def _kc_cluster(ctx):
+def _float_and_int8_rows(ctx, model, technique, stem, notes, common):
+    """A fine-tuned keras-compress model exported as float32 and as full-integer PTQ int8, measured."""
     from keras_compress.export.litert import export_litert
 
+    rows = []
+    for fmt in ("float32", "int8"):
+        label = technique if fmt == "float32" else f"{technique} + PTQ int8"
+        path = export_litert(model, ctx.artifact(f"{stem}_{fmt}"), fmt=fmt,
+                             representative_data=ctx.calibration if fmt == "int8" else None,
+                             num_calibration_samples=ctx.settings.calibration_samples)
+        row_notes = notes + ("; full-integer PTQ" if fmt == "int8" else "")
+        rows.append(measure_artifact(ctx, make_row(ctx, "keras-compress", label, fmt, notes=row_notes, **common),
+                                     path))
+    return rows
+
+
+def _kc_cluster(ctx):
     s = ctx.settings
     technique = f"cluster {s.clusters} (linear init)"
     config = kc.ClusterConfig(num_clusters=s.clusters, init="linear")
@@ -383,15 +404,7 @@ def _kc_cluster(ctx):
     timing = _paired(ctx, lambda m: kc.cluster(m, config), [kc.ClusteringCallback()])
     common = dict(keras_accuracy=accuracy, finetune_s=seconds, overhead=timing["overhead"],
                   overhead_detail=timing, max_unique_per_kernel=_max_unique_per_kernel(model))
-    rows = []
-    for fmt in ("float32", "int8"):
-        label = technique if fmt == "float32" else f"{technique} + PTQ int8"
-        path = export_litert(model, ctx.artifact(f"kc_cluster_{fmt}"), fmt=fmt,
-                             representative_data=ctx.calibration if fmt == "int8" else None,
-                             num_calibration_samples=s.calibration_samples)
-        notes = "cluster, ClusteringCallback, strip" + ("; full-integer PTQ" if fmt == "int8" else "")
-        rows.append(measure_artifact(ctx, make_row(ctx, "keras-compress", label, fmt, notes=notes, **common), path))
-    return rows
+    return _float_and_int8_rows(ctx, model, technique, "kc_cluster", "cluster, ClusteringCallback, strip", common)
 
 
 def _kc_qat(ctx):
@@ -425,9 +438,7 @@ def _kc_chain(ctx):
     accuracy = kc.evaluate.keras_accuracy(model, ctx.x_test, ctx.y_test)
     path = export_litert(model, ctx.artifact("kc_chain_int8"), fmt="int8")
     kc.strip(model)
-    kernels = [w for w in model.weights if len(w.shape) >= 2]
-    zeros = sum(int(np.sum(keras.ops.convert_to_numpy(w.value) == 0)) for w in kernels)
-    sparsity = zeros / max(1, sum(int(np.prod(w.shape)) for w in kernels))
+    sparsity = _kernel_sparsity(model)
     row = make_row(ctx, "keras-compress",
                    f"prune {round(100 * s.target_sparsity)}% -> cluster {s.clusters} -> QAT", "int8",
                    keras_accuracy=accuracy, finetune_s=prune_s + cluster_s + qat_s,
@@ -438,8 +449,6 @@ def _kc_chain(ctx):
 
 
 def _kc_prune(ctx):
-    from keras_compress.export.litert import export_litert
-
     s = ctx.settings
     technique = f"prune {round(100 * s.target_sparsity)}%"
     model = ctx.fresh_baseline()
@@ -453,22 +462,12 @@ def _kc_prune(ctx):
     finetune_s = time.perf_counter() - start
     kc.strip(model)
     accuracy = kc.evaluate.keras_accuracy(model, ctx.x_test, ctx.y_test)
-    kernels = [w for w in model.weights if len(w.shape) >= 2]
-    zeros = sum(int(np.sum(keras.ops.convert_to_numpy(w.value) == 0)) for w in kernels)
-    sparsity = zeros / max(1, sum(int(np.prod(w.shape)) for w in kernels))
+    sparsity = _kernel_sparsity(model)
     log(f"{ctx.name}: keras-compress prune {finetune_s:.1f} s, accuracy {accuracy:.4f}, sparsity {sparsity:.3f}")
     timing = _kc_prune_overhead(ctx)
     common = dict(keras_accuracy=accuracy, finetune_s=finetune_s, overhead=timing["overhead"],
                   overhead_detail=timing, kernel_sparsity=sparsity, end_step=config.end_step)
-    rows = []
-    for fmt in ("float32", "int8"):
-        label = technique if fmt == "float32" else f"{technique} + PTQ int8"
-        path = export_litert(model, ctx.artifact(f"kc_prune_{fmt}"), fmt=fmt,
-                             representative_data=ctx.calibration if fmt == "int8" else None,
-                             num_calibration_samples=s.calibration_samples)
-        notes = "prune, PruningCallback, strip" + ("; full-integer PTQ" if fmt == "int8" else "")
-        rows.append(measure_artifact(ctx, make_row(ctx, "keras-compress", label, fmt, notes=notes, **common), path))
-    return rows
+    return _float_and_int8_rows(ctx, model, technique, "kc_prune", "prune, PruningCallback, strip", common)
 
 
 def _kc_prune_overhead(ctx):

@@ -106,3 +106,22 @@ def compile_tiny(model, lr=1e-2):
     model.compile(optimizer=keras.optimizers.Adam(lr),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
+
+
+def compress_with_recipe(model_path, recipe_text, tmp_path, subset):
+    """Runs `keras-compress compress` on MNIST with an inline recipe.
+
+    Returns:
+        `(exit code, output folder, report dict or None)`.
+    """
+    import json
+
+    from keras_compress.cli.main import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(recipe_text)
+    out = tmp_path / "out"
+    code = main(["compress", str(model_path), "--data", "mnist", "--recipe", str(recipe), "--out", str(out),
+                 "--subset", str(subset), "--quiet"])
+    report_path = out / "report.json"
+    return code, out, json.loads(report_path.read_text()) if report_path.exists() else None

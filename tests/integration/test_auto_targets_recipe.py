@@ -1,13 +1,10 @@
 """`layer_targets: auto` in a recipe: sensitivity-derived per-layer targets meet the global sparsity."""
 
-import json
-
 import keras
-import numpy as np
 import pytest
 
+import builders
 import keras_compress as kc
-from keras_compress.cli.main import main
 
 pytestmark = pytest.mark.tensorflow
 
@@ -19,14 +16,10 @@ def test_auto_targets_recipe_meets_the_global_sparsity(tmp_path, capsys):
     kc.zoo.train(model, x[:2048], y[:2048], epochs=2, verbose=0)
     model_path = str(tmp_path / "mlp.keras")
     model.save(model_path)
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("steps:\n  - prune: {target_sparsity: 0.9, schedule: constant, layer_targets: auto}\n"
-                      "  - finetune: {epochs: 1, batch_size: 64}\n  - export: {formats: [keras]}\n")
-    out = tmp_path / "out"
-    code = main(["compress", model_path, "--data", "mnist", "--recipe", str(recipe), "--out", str(out),
-                 "--subset", "1024", "--quiet"])
+    code, out, report = builders.compress_with_recipe(
+        model_path, "steps:\n  - prune: {target_sparsity: 0.9, schedule: constant, layer_targets: auto}\n"
+        "  - finetune: {epochs: 1, batch_size: 64}\n  - export: {formats: [keras]}\n", tmp_path, 1024)
     assert code == 0, capsys.readouterr().err
-    report = json.loads((out / "report.json").read_text())
     targets = report["meta"]["prune"][0]["config"]["layer_targets"]
     assert len(targets) == 3 and len(set(targets.values())) > 1  # per layer, not uniform
     stripped = keras.saving.load_model(out / "model.keras")

@@ -1,13 +1,12 @@
 """prune -> cluster -> int8 in one recipe: zeros and codebooks survive export."""
 
-import json
 
 import keras
 import numpy as np
 import pytest
 
+import builders
 import keras_compress as kc
-from keras_compress.cli.main import main
 
 pytestmark = pytest.mark.tensorflow
 
@@ -27,13 +26,9 @@ def test_prune_cluster_int8_keeps_zeros_and_at_most_k_values_per_channel(tmp_pat
     kc.zoo.train(model, x[:1024], y[:1024], epochs=1, verbose=0)
     model_path = str(tmp_path / "mlp.keras")
     model.save(model_path)
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(RECIPE)
-    out = tmp_path / "out"
-    code = main(["compress", model_path, "--data", "mnist", "--recipe", str(recipe), "--out", str(out),
-                 "--subset", "512", "--quiet"])
+    code, out, report = builders.compress_with_recipe(model_path, RECIPE, tmp_path, 512)
     assert code == 0, capsys.readouterr().err
-    rows = {r["name"]: r for r in json.loads((out / "report.json").read_text())["rows"]}
+    rows = {r["name"]: r for r in report["rows"]}
     assert rows["model_int8.tflite"]["technique"] == "prune 80% + cluster 8 per channel"
 
     stripped = keras.saving.load_model(out / "model.keras")

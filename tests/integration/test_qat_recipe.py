@@ -1,13 +1,12 @@
 """prune -> QAT -> int8 through the CLI: zeros kept, trained ranges exported, report rows."""
 
-import json
 
 import keras
 import numpy as np
 import pytest
 
+import builders
 import keras_compress as kc
-from keras_compress.cli.main import main
 
 pytestmark = pytest.mark.tensorflow
 
@@ -33,13 +32,8 @@ def model_path(tmp_path_factory):
 
 
 def test_prune_then_qat_recipe_exports_int8_with_zeros_and_a_report(tmp_path, capsys, model_path):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(RECIPE)
-    out = tmp_path / "out"
-    code = main(["compress", model_path, "--data", "mnist", "--recipe", str(recipe), "--out", str(out),
-                 "--subset", "1024", "--quiet"])
+    code, out, report = builders.compress_with_recipe(model_path, RECIPE, tmp_path, 1024)
     assert code == 0, capsys.readouterr().err
-    report = json.loads((out / "report.json").read_text())
     rows = {r["name"]: r for r in report["rows"]}
     int8 = rows["model_int8.tflite"]
     assert int8["technique"] == "prune 80% + QAT w8a8"
@@ -64,14 +58,10 @@ def test_prune_then_qat_recipe_exports_int8_with_zeros_and_a_report(tmp_path, ca
 
 
 def test_four_bit_qat_says_why_no_int8_artifact(tmp_path, capsys, model_path):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("steps:\n  - quantize: {weight_bits: 4, calibration_samples: 64}\n"
-                      "  - finetune: {epochs: 1, batch_size: 64}\n  - export: {formats: [keras, int8]}\n")
-    out = tmp_path / "out"
-    code = main(["compress", model_path, "--data", "mnist", "--recipe", str(recipe), "--out", str(out),
-                 "--subset", "256", "--quiet"])
+    code, out, report = builders.compress_with_recipe(
+        model_path, "steps:\n  - quantize: {weight_bits: 4, calibration_samples: 64}\n"
+        "  - finetune: {epochs: 1, batch_size: 64}\n  - export: {formats: [keras, int8]}\n", tmp_path, 256)
     assert code == 0, capsys.readouterr().err
-    report = json.loads((out / "report.json").read_text())
     assert not (out / "model_int8.tflite").exists()
     assert "cannot be stored at that width" in report["meta"]["artifacts not written"][0]
     assert "cannot be stored at that width" in (out / "report.md").read_text()
