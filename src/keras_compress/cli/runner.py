@@ -308,19 +308,17 @@ class _Run:
                            for row in quantization_summary(self.model)]}
 
     def prune(self, index, step, config):
-        from keras_compress.pruning import prune
+        from keras_compress.pruning import api as pruning
 
+        auto = {}
         if step.auto_targets:
             # Sensitivity on the last training samples (the test split measures the result).
             held_out = min(2000, len(self.x_train))
-            data = (np.asarray(self.x_train[-held_out:]), np.asarray(self.y_train[-held_out:]))
+            auto = {"targets": "auto",
+                    "data": (np.asarray(self.x_train[-held_out:]), np.asarray(self.y_train[-held_out:]))}
             self.log(f"step {index}: sensitivity analysis on {held_out} training samples (layer_targets: auto)")
-            self.model = prune(self.model, config, layers=step.layers, targets="auto", data=data)
-            from keras_compress.pruning import api as pruning_api
-
-            config = pruning_api.get_state(self.model).config
-        else:
-            self.model = prune(self.model, config, layers=step.layers)
+        self.model = pruning.prune(self.model, config, layers=step.layers, **auto)
+        config = pruning.get_state(self.model).config  # with the per-layer targets it chose
         self.log(f"step {index}: prune ({_technique(config)}, schedule {config.schedule}, "
                  f"end_step {config.end_step})")
         self.techniques.append(_technique(config))

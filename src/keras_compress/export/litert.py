@@ -450,7 +450,7 @@ def _backend_name():
     return keras.backend.backend()
 
 
-def _qat_job_settings(model, fmt, representative_data):
+def _qat_job_settings(model, fmt):
     """For "int8" from a QAT model: no calibration, and every range observed."""
     from keras_compress.quantization import api as qat
 
@@ -573,7 +573,7 @@ def export_litert(model, path, fmt="float32", representative_data=None,
         )
     _check_model(model)
     calibration = None
-    qat = _qat_job_settings(model, fmt, representative_data)
+    qat = _qat_job_settings(model, fmt)
     if fmt == "int8" and not qat:
         calibration = _calibration_samples(model, representative_data, num_calibration_samples)
     _write_atomically(model, [_Job(fmt, path, calibration, bool(int8_io), qat)])
@@ -626,7 +626,7 @@ def export_all(model, out_dir, formats, representative_data=None, stem="model"):
     out_dir = os.fspath(out_dir)
     _check_model(model)
     calibration = None
-    qat = _qat_job_settings(model, "int8", representative_data) if "int8" in formats else False
+    qat = _qat_job_settings(model, "int8") if "int8" in formats else False
     if "int8" in formats and not qat:
         calibration = _calibration_samples(model, representative_data, 256)
     jobs = [

@@ -44,10 +44,9 @@ SKIP_NO_ATTRIBUTE = "weight not held in a layer attribute, so its call cannot se
 
 RULES = ("weights", "output", "pass", "fixed", "float")
 # How each layer type is treated. "weights": its kernels and output are
-# quantized; "output": LiteRT gives
-# its output its own scale, so the output is fake-quantized; "pass": the
-# output keeps its input's scale (max pooling, reshapes); "fixed": LiteRT
-# fixes the output's scale itself (softmax: 1/256).
+# quantized; "output": LiteRT gives its output its own scale, so the output
+# is fake-quantized; "pass": the output keeps its input's scale (max pooling,
+# reshapes); "fixed": LiteRT fixes the output's scale itself (softmax: 1/256).
 _RULES = collections.OrderedDict()
 
 
