@@ -90,6 +90,7 @@ def run_case(name, args, out):
     folder = os.path.join(out, f"qat_{name}")
     os.makedirs(folder, exist_ok=True)
     result = {"model": name, "dataset": dataset, "baseline_epochs": base_epochs, "qat_epochs": qat_epochs,
+              "seed": args.seed,
               "fine_tune_lr": FINE_TUNE_LR, "calibration_samples": CALIBRATION, "rows": {}}
 
     model = cli.load_model(base_path)
@@ -103,6 +104,7 @@ def run_case(name, args, out):
 
     control = cli.load_model(base_path)
     kc.zoo.compile_for_classification(control, FINE_TUNE_LR)
+    keras.utils.set_random_seed(args.seed)  # the same shuffles for the control and QAT
     start = time.perf_counter()
     control.fit(x, y, epochs=qat_epochs, batch_size=128, verbose=0)
     result["float_fine_tuned"] = {"keras_accuracy": keras_accuracy(control, xt, yt),
@@ -112,6 +114,7 @@ def run_case(name, args, out):
     kc.quantize(qat, kc.QATConfig(), calibration_data=calibration)
     result["qat_calibrated_keras_accuracy"] = keras_accuracy(qat, xt, yt)
     kc.zoo.compile_for_classification(qat, FINE_TUNE_LR)
+    keras.utils.set_random_seed(args.seed)
     start = time.perf_counter()
     qat.fit(x, y, epochs=qat_epochs, batch_size=128, verbose=0)
     result["qat_fit_seconds"] = time.perf_counter() - start
@@ -173,13 +176,15 @@ def main():
                         help="1 baseline epoch; 1 fine-tuning epoch on 12k images; 2k test images")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="seed of both fine-tunings (control and QAT)")
     args = parser.parse_args()
     out = os.path.abspath(args.out)
     results = [run_case(name, args, out) for name in args.models.split(",")]
     summary = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}, "
                    f"Keras {keras.__version__}, backend {keras.backend.backend()}",
-        "command": "KERAS_BACKEND=tensorflow python bench/qat.py" + (" --quick" if args.quick else ""),
+        "command": "KERAS_BACKEND=tensorflow python bench/qat.py" + (" --quick" if args.quick else "")
+                   + (f" --seed {args.seed}" if args.seed else ""),
         "results": results,
         "table": table(results),
     }

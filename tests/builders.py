@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 from keras import layers
 
 
@@ -125,3 +126,20 @@ def compress_with_recipe(model_path, recipe_text, tmp_path, subset):
                  "--subset", str(subset), "--quiet"])
     report_path = out / "report.json"
     return code, out, json.loads(report_path.read_text()) if report_path.exists() else None
+
+
+def autodiff_gradient(fn, value):
+    """The gradient of scalar `fn` at `value` by the backend's autodiff (TensorFlow or JAX)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        w = tf.Variable(value)
+        with tf.GradientTape() as tape:
+            out = fn(w)
+        return np.asarray(tape.gradient(out, w))
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda w: fn(w))(value))
+    pytest.skip(f"no autodiff helper for {backend}")

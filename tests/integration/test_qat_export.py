@@ -40,7 +40,11 @@ def ops_with_weights(path):
 @pytest.mark.parametrize("case", sorted(builders.LAYER_CASES))
 def test_each_layer_type_exports_int8_and_matches_the_qat_model(case, tmp_path):
     model = builders.layer_model(case)
-    x = builders.layer_input(case, 64)
+    x = builders.layer_input(case, 256)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # biases off their int32 grid, as after training
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32") * 0.3)
     kc.quantize(model, kc.QATConfig(), calibration_data=x)
     expected = keras.ops.convert_to_numpy(model(x))
     path = export_litert(model, str(tmp_path / "m.tflite"), "int8")
@@ -53,7 +57,14 @@ def test_each_layer_type_exports_int8_and_matches_the_qat_model(case, tmp_path):
     # Within one step of the output's int8 grid of the Keras model's own output.
     low, high = kc.quantization.quantization_ranges(model)[f"{model.layers[-1].name}/output"]
     step = (high - low) / 255
-    np.testing.assert_allclose(litert_predict(path, x), expected, atol=1.01 * step)
+    got = litert_predict(path, x)
+    np.testing.assert_allclose(got, expected, atol=1.01 * step)
+    # The Keras model adds the int32 bias the kernel adds, so its outputs are
+    # the artifact's, bar a value float rounding puts across a half step
+    # (a float bias gave 2-19 of 768 here). Transposed convolutions are
+    # within one step only (LiteRT's TRANSPOSE_CONV requantizes differently).
+    if "transpose" not in case:
+        assert np.sum(np.abs(got - expected) > 0.5 * step) <= 1
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,9 @@ LiteRT int8 scheme on top:
 - outputs whose range the runtime fixes (softmax, sigmoid, tanh,
   log-softmax): LiteRT's int8 kernels write them on a fixed grid (softmax:
   steps of 1/256 from 0), which `fixed_output_range` gives;
+- biases: int32 with scale `input_scale * weight_scale` per channel (zero
+  point 0), the scale LiteRT gives them, so a simulated layer adds the
+  bias the integer kernel adds;
 - batch normalization folded into the kernel and bias before it.
 """
 
@@ -49,6 +52,11 @@ def channel_max_abs(weight, axis):
     return ops.max(ops.abs(weight), axis=reduce_axes)
 
 
+def weight_limit(weight, axis):
+    """The range `m` (`[-m, m]`) `fake_quant_weight` gives each channel: its largest magnitude."""
+    return ops.maximum(channel_max_abs(weight, axis), _MIN_RANGE)
+
+
 def fake_quant_weight(weight, num_bits=8, axis=-1):
     """Symmetric fake quantization of a weight tensor.
 
@@ -77,10 +85,47 @@ def fake_quant_weight(weight, num_bits=8, axis=-1):
         # last axis only, so the channel axis is moved there and back.
         moved = ops.swapaxes(weight, axis, last)
         return ops.swapaxes(fake_quant_weight(moved, num_bits, -1), axis, last)
-    limit = ops.stop_gradient(ops.maximum(channel_max_abs(weight, axis), _MIN_RANGE))
+    limit = ops.stop_gradient(weight_limit(weight, axis))
     return keras.quantizers.fake_quant_with_min_max_vars(
         weight, -limit, limit, num_bits=num_bits, narrow_range=True, axis=axis
     )
+
+
+def weight_scale(limit, num_bits=8):
+    """The scale of a symmetric narrow-range weight grid whose range is `[-limit, limit]`."""
+    return limit / (2 ** (num_bits - 1) - 1)
+
+
+def fake_quant_bias(bias, input_scale, weight_limit, weight_bits=8):
+    """A bias on the int32 grid LiteRT stores it on.
+
+    An int8 convolution or fully connected op keeps its bias as int32 with
+    scale `input_scale * weight_scale` (per output channel) and zero point
+    0; its accumulator adds that integer. A float bias between two grid
+    points is rounded to the nearer one, which moves the op's output by up
+    to half of `input_scale * weight_scale`: a small fraction of an output
+    step, yet enough to round a value near a half step to the other integer
+    and, through twenty layers, to change logits. The gradient passes
+    straight through.
+
+    Args:
+        bias: the float bias, one value per output channel.
+        input_scale: the scale of the op's int8 input (a scalar).
+        weight_limit: the weight range `m` (`[-m, m]`) per output channel
+            (shape of `bias`) or per tensor (a scalar).
+        weight_bits: the weights' bit width.
+
+    Returns:
+        A tensor like `bias`, on the grid (clipped to the int32 range).
+
+    Example:
+    >>> fake_quant_bias(np.array([0.1001]), 0.01, np.array([1.27]), 8)  # scale 1e-4
+    array([0.1001])
+    """
+    bias = ops.convert_to_tensor(bias)
+    scale = ops.cast(input_scale * weight_scale(weight_limit, weight_bits), bias.dtype)
+    levels = ops.clip(ops.round(bias / scale), -(2.0**31), 2.0**31 - 1)
+    return bias + ops.stop_gradient(levels * scale - bias)
 
 
 def activation_range(range_min, range_max):

@@ -209,6 +209,9 @@ class LayerPlan:
     inner_site: RangeSite | None = None  # separable convolutions: between the two convolutions
     folded_into: str | None = None
     reason: str | None = None
+    # The bias's int32 grid: the input's range and the kernel it multiplies.
+    bias_input_site: RangeSite | None = None
+    bias_kernel: QuantizedWeight | None = None
 
 
 @dataclasses.dataclass
@@ -447,6 +450,59 @@ def _plan(model, config, chosen_layers, consumers, added):
     return plans, float_layers, folded
 
 
+def _link_biases(model, plans):
+    """Gives each weighted layer with a bias its int32 grid: input range and kernel.
+
+    The input range is the site whose tensor reaches the layer through
+    range-preserving layers (pooling, reshape, dropout) or the model's own
+    input site; where none is found (a subclassed model, a layer fed by a
+    fixed-range output or by a nested model's input) the bias stays float.
+    """
+    by_id = {id(plan.layer): plan for plan in plans}
+    model_plan = by_id.get(id(model))
+    try:
+        model_inputs = keras.tree.flatten(model.inputs) if model_plan is not None else []
+    except (AttributeError, ValueError):
+        model_inputs = []
+    for plan in plans:
+        layer = plan.layer
+        if plan.kind != "weights" or getattr(layer, "bias", None) is None:
+            continue
+        separable = isinstance(layer, keras.layers.SeparableConv2D)
+        wanted = "pointwise_kernel" if separable else "kernel"
+        kernel = next((w for w in plan.weights
+                       if any(name.lstrip("_") == wanted for name in w.attributes)), None)
+        site = plan.inner_site if separable else _input_site(layer, by_id, model_plan, model_inputs)
+        if kernel is not None and site is not None:
+            plan.bias_kernel, plan.bias_input_site = kernel, site
+
+
+def _single_input(layer):
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+        return None
+    return nodes[0].input_tensors[0]
+
+
+def _input_site(layer, by_id, model_plan, model_inputs):
+    tensor = _single_input(layer)
+    while tensor is not None:
+        for i, model_input in enumerate(model_inputs):
+            if tensor is model_input:
+                return model_plan.input_sites[i]
+        history = getattr(tensor, "_keras_history", None)
+        producer = history.operation if history is not None else None
+        plan = by_id.get(id(producer))
+        if plan is None:
+            return None
+        if plan.output_site is not None:
+            return plan.output_site
+        if plan.kind != "pass":
+            return None
+        tensor = _single_input(producer)
+    return None
+
+
 # --------------------------------------------------------------------------
 # The calls
 
@@ -497,6 +553,27 @@ def _fixed_output(state, activation_name, outputs):
     return fq.fake_quant_fixed_output(outputs, activation_name)
 
 
+def _integer_inference(state):
+    """Predicting or evaluating: the model computes what the int8 kernels compute."""
+    return not (state.calibrating or state.exporting or _training_flag())
+
+
+def _int32_bias(state, plan):
+    """The layer's bias as LiteRT stores it (int32, scale input x weight scale).
+
+    Only at inference: training keeps the float bias (the rounding is at most
+    half of `input_scale * weight_scale`, far below an output step), and
+    export leaves the rounding to the converter, which makes the same grid.
+    Before its input range has been observed the bias stays as it is.
+    """
+    site, kernel = plan.bias_input_site, plan.bias_kernel
+    bias = plan.layer.bias.value
+    input_scale, _ = fq.quant_params(site.min.value, site.max.value, state.config.activation_bits)
+    limit = fq.weight_limit(ops.convert_to_tensor(kernel.variable.value), kernel.axis)
+    snapped = fq.fake_quant_bias(bias, input_scale, limit, state.config.weight_bits)
+    return ops.where(ops.equal(site.seen.value, 0.0), bias, snapped)
+
+
 def _is_float_tensor(x):
     return "float" in str(getattr(x, "dtype", ""))
 
@@ -515,6 +592,9 @@ def _layer_call(state, plan, original):
                     for name in weight.attributes:
                         saved[name] = getattr(layer, name)
                         object.__setattr__(layer, name, value)
+                if plan.bias_kernel is not None and _integer_inference(state):
+                    saved["bias"] = layer.bias
+                    object.__setattr__(layer, "bias", _int32_bias(state, plan))
                 if plan.pre_activation:
                     activation = layer.activation
                     saved["activation"] = activation
@@ -721,6 +801,7 @@ def quantize(model, config=None, calibration_data=None, batch_size=64, layers=No
             for i, dtype in enumerate(dtypes)
         ]
         plans.append(model_plan)
+    _link_biases(model, plans)
     if config.preserve_zeros:
         from keras_compress.pruning.api import MaskConstraint
 

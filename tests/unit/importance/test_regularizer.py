@@ -20,22 +20,6 @@ def test_coefficients_have_mean_one_and_punish_unimportant_weights_more():
     np.testing.assert_allclose(ops.convert_to_numpy(reg_ops.importance_coefficients(np.zeros(3))), 1.0, rtol=1e-6)
 
 
-def _autodiff_gradient(fn, value):
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        w = tf.Variable(value)
-        with tf.GradientTape() as tape:
-            out = fn(w)
-        return np.asarray(tape.gradient(out, w))
-    if backend == "jax":
-        import jax
-
-        return np.asarray(jax.grad(lambda w: fn(w))(value))
-    pytest.skip(f"no autodiff helper for {backend}")
-
-
 @pytest.mark.parametrize("norm", ["l1", "l2"])
 def test_penalty_gradient_matches_finite_differences(norm):
     rng = np.random.default_rng(0)
@@ -43,7 +27,7 @@ def test_penalty_gradient_matches_finite_differences(norm):
     w[np.abs(w) < 0.05] = 0.1  # keep away from |w|'s kink at 0
     coefficients = rng.uniform(0.2, 3.0, size=(4, 3))
     regularizer = kc.importance.ImportanceRegularizer(keras.Variable(coefficients.astype("float32")), 0.01, norm)
-    got = _autodiff_gradient(regularizer, w.astype("float32"))
+    got = builders.autodiff_gradient(regularizer, w.astype("float32"))
 
     def penalty(values):
         term = np.abs(values) if norm == "l1" else values**2

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 from keras import ops
 
+import builders
+
 from keras_compress.ops import fake_quant as fq
 
 
@@ -95,3 +97,24 @@ def test_fold_batchnorm_equals_dense_then_normalization():
 def test_bad_bit_widths_are_refused(bits):
     with pytest.raises(ValueError, match="num_bits must be an int in \\[2, 8\\]"):
         fq.check_bits(bits)
+
+
+def test_bias_fake_quant_is_the_int32_grid_of_input_times_weight_scale():
+    bias = np.array([0.10003, -0.2, 0.0, 1e-9], "float32")
+    limit = np.array([1.27, 2.54, 1.27, 1.27], "float32")  # weight scales 0.01, 0.02, 0.01, 0.01
+    got = ops.convert_to_numpy(fq.fake_quant_bias(bias, 0.5, limit, 8))
+    scale = 0.5 * limit.astype("float64") / 127  # 0.005, 0.01, 0.005, 0.005
+    np.testing.assert_allclose(got, np.round(bias / scale) * scale, rtol=1e-6, atol=1e-9)
+    assert got[0] == pytest.approx(0.1, rel=1e-6)  # 20.006 levels -> 20
+    assert got[2] == 0.0 and got[3] == 0.0
+    # Per-tensor weights: a scalar limit; 4-bit weights: scale limit / 7.
+    got4 = ops.convert_to_numpy(fq.fake_quant_bias(bias, 0.5, np.float32(0.7), 4))
+    np.testing.assert_allclose(got4, np.round(bias / 0.05) * 0.05, atol=1e-7)
+
+
+def test_bias_fake_quant_passes_the_gradient_straight_through():
+    def loss(b):
+        return ops.sum(fq.fake_quant_bias(b, 0.1, 1.0, 8) * np.array([2.0, 3.0], "float32"))
+
+    grad = builders.autodiff_gradient(loss, np.array([0.1234, -0.5], "float32"))
+    np.testing.assert_allclose(grad, [2.0, 3.0])

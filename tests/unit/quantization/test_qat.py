@@ -388,3 +388,39 @@ def test_folding_into_a_clustered_kernel_keeps_the_function_through_training_ste
     dw = model.get_layer("dw").kernel.numpy().reshape(-1, 6)
     for kernel in (conv, dw):
         assert max(len(np.unique(kernel[:, c])) for c in range(6)) <= 4
+
+
+def integer_dense_reference(model, x):
+    """What LiteRT's int8 FULLY_CONNECTED computes, in integers: int8 input and
+    weights, int32 bias (scale input x weight scale), accumulator, rounding to
+    the output's int8 grid. Returns the dequantized output."""
+    ranges = kc.quantization.quantization_ranges(model)
+    s_in, z_in = (float(v) for v in fq.quant_params(*ranges[f"{model.name}/input"]))
+    s_out, z_out = (float(v) for v in fq.quant_params(*ranges["fc/output"]))
+    layer = model.get_layer("fc")
+    w = ops.convert_to_numpy(layer.kernel.value).astype("float64")
+    b = ops.convert_to_numpy(layer.bias.value).astype("float64")
+    s_w = np.abs(w).max() / 127  # Dense: one scale per tensor
+    x_q = np.clip(np.floor(x / s_in + 0.5) + z_in, -128, 127)
+    acc = (x_q - z_in) @ np.round(w / s_w) + np.round(b / (s_in * s_w))
+    y_q = np.clip(np.floor(acc * s_in * s_w / s_out + 0.5) + z_out, -128, 127)
+    return (y_q - z_out) * s_out, s_out
+
+
+def test_inference_adds_the_int32_bias_the_int8_kernel_adds(monkeypatch):
+    model = keras.Sequential([keras.Input((2,)), layers.Dense(8, name="fc")], name="net")
+    rng = np.random.default_rng(1)
+    model.get_layer("fc").kernel.assign(rng.normal(size=(2, 8)).astype("float32"))
+    model.get_layer("fc").bias.assign(rng.normal(size=8).astype("float32"))
+    x = rng.uniform(-1, 1, (16384, 2)).astype("float32")
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    expected, step = integer_dense_reference(model, x)
+    got = model.predict(x, verbose=0, batch_size=4096)
+    # Float rounding may put a rare value near a half step on the other side.
+    assert np.sum(np.abs(got - expected) > 0.5 * step) <= 2
+    np.testing.assert_allclose(got, expected, atol=1.01 * step)
+    # The float bias (what training uses) misses some of those levels.
+    monkeypatch.setattr(qat, "_integer_inference", lambda state: False)
+    qat.reset_compiled_functions(model)
+    with_float_bias = model.predict(x, verbose=0, batch_size=4096)
+    assert np.sum(np.abs(with_float_bias - expected) > 0.5 * step) >= 50  # 126 of 131,072 here
