@@ -632,7 +632,10 @@ def _separable_call(state, plan, inputs):
     x = ops.conv(x, layer.pointwise_kernel, strides=1, padding="valid",
                  data_format=layer.data_format)
     if layer.use_bias:
-        x = ops.add(x, layer.bias)
+        bias = layer.bias
+        if layer.data_format == "channels_first":
+            bias = ops.reshape(bias, (-1,) + (1,) * (len(x.shape) - 2))
+        x = ops.add(x, bias)
     return layer.activation(x) if layer.activation is not None else x
 
 

@@ -144,6 +144,19 @@ def test_each_layer_type_quantizes_and_runs(case):
     np.testing.assert_allclose(got, expected, atol=0.15 * (np.abs(expected).max() + 1e-3))
 
 
+def test_separable_convolution_channels_first_adds_its_bias_per_channel():
+    model = keras.Sequential([keras.Input((4, 9, 8)),
+                              layers.SeparableConv2D(5, 3, data_format="channels_first", name="sep")])
+    bias = np.linspace(-1.0, 1.0, 5).astype("float32")  # a wrong broadcast would be far off
+    model.get_layer("sep").bias.assign(bias)
+    x = np.random.default_rng(0).uniform(0, 1, (16, 4, 9, 8)).astype("float32")
+    expected = ops.convert_to_numpy(model(x))
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    got = ops.convert_to_numpy(model(x))
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=0.05 * np.abs(expected).max())
+
+
 @pytest.mark.parametrize("kind", sorted(builders.MODEL_KINDS))
 def test_every_model_kind_trains_under_qat(kind):
     model = builders.MODEL_KINDS[kind]()
