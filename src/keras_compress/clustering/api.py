@@ -1,29 +1,35 @@
 """`cluster`: weight sharing for Keras 3 with no wrapper layers.
 
 Each chosen weight tensor is replaced by `num_clusters` shared values (per
-tensor or per output channel). Training keeps it shared without changing the
-layers: the weight's `constraint` replaces, after every optimizer step, each
-weight by the mean of its cluster. For plain SGD that moves each shared
-value by the mean of its members' gradients (the centroid gradient of Deep
-Compression divided by the cluster's size: a per-cluster learning rate);
-other optimizers move it by the mean of their per-weight updates. Pruned
-zeros form a segment of their own that stays exactly zero.
+tensor or per output channel). Training keeps it shared without wrapper
+layers: the layer's call computes with each weight's cluster mean (a weight
+view, `core.calls`), so every member of a cluster receives the cluster's
+mean gradient and any optimizer, Adam included, gives all members the same
+step: each shared value trains as one parameter (the centroid gradient of
+Deep Compression, over the cluster's size). The weight's `constraint` then
+sets each weight to its cluster's mean after every step, which keeps the
+values exactly shared. Pruned zeros form a segment of their own that stays
+exactly zero. With `train_centroids=False` only the constraint acts: each
+weight takes its own optimizer step and the cluster averages them.
 """
 
 import dataclasses
-
+import functools
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_compress.clustering.config import ClusterConfig
-from keras_compress.core import walk
-from keras_compress.core.state import attach, detach, register_stripper, reset_train_function, states_for_training
+from keras_compress.core import calls, walk
+from keras_compress.core.state import (
+    attach, detach, register_stripper, reset_compiled_functions, states_for_training,
+)
 from keras_compress.ops import kmeans as km
 from keras_compress.pruning import api as pruning_api
 
 _STATE_ATTR = "_keras_compress_clustering"
+_VIEW_KEY = "clustering"
 
 
 class SharedValueConstraint:
@@ -165,10 +171,17 @@ def cluster(model, config=None, layers=None):
         ref.variable.assign(shared)
         if config.reassign_every is None:
             ref.variable.constraint = SharedValueConstraint(seg_var, count_var, clustered.inner_constraint)
+            if config.train_centroids:
+                calls.add_view(ref.layer, ref.variable, _VIEW_KEY, functools.partial(_cluster_means, clustered))
         weights.append(clustered)
     attach(model, _STATE_ATTR, ClusteringState(config, weights, skipped))
-    reset_train_function(model)
+    reset_compiled_functions(model)
     return model
+
+
+def _cluster_means(clustered, value):
+    # Read at call time: `split_clusters_by_channel` replaces the counts.
+    return km.shared_values(value, clustered.segments.value, clustered.counts.value)
 
 
 def split_clusters_by_channel(model, variable, channel_index):
@@ -236,9 +249,10 @@ def strip(model):
             variable = clustered.variable
             variable.assign(km.shared_values(variable.value, clustered.segments.value, clustered.counts.value))
             variable.constraint = clustered.inner_constraint
+            calls.remove_views(clustered.ref.layer, _VIEW_KEY)
         detach(layer, _STATE_ATTR)
-        reset_train_function(layer)
-    reset_train_function(model)
+        reset_compiled_functions(layer)
+    reset_compiled_functions(model)
     return model
 
 

@@ -23,6 +23,13 @@ class ClusterConfig(BaseConfig):
         reassign_every: `None` (assignments fixed; centroids fine-tuned in
             every step) or N: weights train freely and are re-clustered from
             their current values every N steps by `ClusteringCallback`.
+        train_centroids: with fixed assignments, train each shared value as
+            one parameter: the layer computes with its weights' cluster
+            means, so every member's gradient is its cluster's mean gradient
+            and any optimizer moves the cluster as a whole (the centroid
+            gradient of Deep Compression and tfmot). `False`: each weight
+            takes its own optimizer step and the cluster then averages them;
+            with Adam those per-weight steps largely cancel.
         seed: seed for the random initialisations.
 
     Raises:
@@ -38,6 +45,7 @@ class ClusterConfig(BaseConfig):
     preserve_sparsity: bool = True
     kmeans_iterations: int = 10
     reassign_every: int | None = None
+    train_centroids: bool = True
     seed: int = 0
 
     def __post_init__(self):
@@ -49,6 +57,6 @@ class ClusterConfig(BaseConfig):
             raise ValueError(f"kmeans_iterations must be an integer >= 0. Received: kmeans_iterations={self.kmeans_iterations!r}")
         if self.reassign_every is not None and (not isinstance(self.reassign_every, int) or self.reassign_every < 1):
             raise ValueError(f"reassign_every must be None or an integer >= 1. Received: reassign_every={self.reassign_every!r}")
-        for name in ("per_channel", "preserve_sparsity"):
+        for name in ("per_channel", "preserve_sparsity", "train_centroids"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false. Received: {name}={getattr(self, name)!r}")

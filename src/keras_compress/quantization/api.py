@@ -29,11 +29,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_compress.core import walk
+from keras_compress.core import calls, walk
 from keras_compress.core.state import attach, detach, register_stripper, reset_compiled_functions
 from keras_compress.ops import fake_quant as fq
 from keras_compress.quantization.config import QATConfig
 
+_CALL_KEY = "qat"
 _STATE_ATTR = "_keras_compress_qat"
 
 SKIP_FILTERED = "left out by the layer filter"
@@ -587,8 +588,9 @@ def _layer_call(state, plan, original):
             saved = {}
             try:
                 for weight in plan.weights:
-                    value = fq.fake_quant_weight(weight.variable.value, state.config.weight_bits,
-                                                 weight.axis)
+                    # What the call would see (a clustered weight: its cluster means).
+                    value = fq.fake_quant_weight(calls.view_value(layer, weight.variable),
+                                                 state.config.weight_bits, weight.axis)
                     for name in weight.attributes:
                         saved[name] = getattr(layer, name)
                         object.__setattr__(layer, name, value)
@@ -655,16 +657,13 @@ def _patch(state):
     for plan in state.plans:
         if plan.kind == "pass":
             continue
-        layer = plan.layer
-        original = layer.call
         make = _model_call if plan.kind == "model" else _layer_call
-        object.__setattr__(layer, "call", make(state, plan, original))
+        calls.wrap_call(plan.layer, _CALL_KEY, lambda inner, plan=plan, make=make: make(state, plan, inner))
 
 
 def _unpatch(state):
     for plan in state.plans:
-        if "call" in vars(plan.layer):
-            object.__delattr__(plan.layer, "call")
+        calls.unwrap_call(plan.layer, _CALL_KEY)
 
 
 def _input_dtypes(model, count):

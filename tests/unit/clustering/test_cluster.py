@@ -90,3 +90,46 @@ def test_nothing_to_cluster_and_bad_configs_are_named():
         kc.ClusterConfig(init="uniform")
     with pytest.raises(TypeError, match="config must be a ClusterConfig"):
         kc.cluster(builders.functional(), kc.PruneConfig())
+
+
+@pytest.mark.parametrize("train_centroids", [True, False])
+def test_adam_moves_each_cluster_as_one_parameter(train_centroids):
+    """Adam's first step moves a parameter by exactly its learning rate (m/sqrt(v) = ±1).
+
+    With centroid training every member of a cluster gets the cluster's mean
+    gradient, so each shared value moves by exactly the learning rate; with
+    per-weight steps averaged afterwards, members pulling in opposite
+    directions cancel and most clusters move less.
+    """
+    builders.seeded(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, use_bias=False, name="fc")])
+    model.get_layer("fc").kernel.assign(np.random.default_rng(0).normal(size=(8, 6)).astype("float32"))
+    kc.cluster(model, kc.ClusterConfig(num_clusters=4, init="linear", train_centroids=train_centroids))
+    lr = 0.01
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="mse")
+    x = np.random.default_rng(1).normal(size=(32, 8)).astype("float32")
+    y = np.random.default_rng(2).normal(size=(32, 6)).astype("float32")
+    before = np.array(model.get_layer("fc").kernel.value)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[kc.ClusteringCallback()])
+    after = np.array(model.get_layer("fc").kernel.value)
+    centroids = np.unique(before)
+    moves = np.array([np.unique(after[before == c]) - c for c in centroids], dtype=object)
+    assert all(len(m) == 1 for m in moves)  # still one value per cluster
+    moves = np.abs(np.concatenate(moves).astype("float64"))
+    if train_centroids:
+        np.testing.assert_allclose(moves, lr, rtol=1e-3)
+    else:
+        assert moves.min() < 0.5 * lr, moves  # 0.0005 of 0.01 here
+
+
+def test_centroid_training_changes_only_the_gradient_not_the_outputs():
+    builders.seeded(0)
+    model = builders.compile_tiny(builders.MODEL_KINDS["functional"]())
+    x, _ = builders.dense_data(16)
+    kc.cluster(model, kc.ClusterConfig(num_clusters=4))
+    clustered_output = np.array(model(x))
+    plain = keras.models.clone_model(model)
+    plain.set_weights(model.get_weights())
+    np.testing.assert_allclose(clustered_output, np.array(plain(x)), rtol=1e-5, atol=1e-6)
+    kc.strip(model)
+    assert "call" not in vars(model.layers[1])  # the layers are their classes again
