@@ -396,7 +396,8 @@ def _float_and_int8_rows(ctx, model, technique, stem, notes, common):
 def _kc_cluster(ctx):
     s = ctx.settings
     technique = f"cluster {s.clusters} (linear init)"
-    config = kc.ClusterConfig(num_clusters=s.clusters, init="linear")
+    # tfmot's "linear" init: evenly spaced centroids, no k-means iterations after.
+    config = kc.ClusterConfig(num_clusters=s.clusters, init="linear", kmeans_iterations=0)
     model = kc.cluster(ctx.fresh_baseline(), config)
     seconds = _fit_timed(ctx, model, [kc.ClusteringCallback()])
     kc.strip(model)
@@ -431,7 +432,8 @@ def _kc_chain(ctx):
     model = kc.prune(ctx.fresh_baseline(), ctx.prune_config(ctx.steps_total()))
     prune_s = _fit_timed(ctx, model, [kc.PruningCallback()])
     pruning.strip(model)
-    kc.cluster(model, kc.ClusterConfig(num_clusters=s.clusters, init="linear", preserve_sparsity=True))
+    kc.cluster(model, kc.ClusterConfig(num_clusters=s.clusters, init="linear", kmeans_iterations=0,
+                                       preserve_sparsity=True))
     cluster_s = _fit_timed(ctx, model, [kc.ClusteringCallback()])
     kc.quantize(model, kc.QATConfig(), calibration_data=ctx.calibration)  # clustering stays on
     qat_s = _fit_timed(ctx, model)
@@ -742,7 +744,7 @@ def markdown(result):
         f"{s['baseline_epochs']} epochs at 1e-3.",
         f"- Pruning: {round(100 * s['target_sparsity'])}% per kernel, polynomial from {s['initial_sparsity']} "
         f"(power {s['power']:g}) ending at {s['end_fraction']:.2f} of the fine-tuning steps (rounded to a "
-        f"mask update), masks every {s['frequency']} steps. Clustering: {s['clusters']} clusters, linear init. int8 PTQ calibrated on "
+        f"mask update), masks every {s['frequency']} steps. Clustering: {s['clusters']} clusters, linear init (evenly spaced, no k-means iterations, as tfmot's; keras-compress trains each centroid as one parameter). int8 PTQ calibrated on "
         f"{s['calibration_samples']} training images.",
         f"- Measured here for every toolkit's `.tflite`: LiteRT accuracy over the whole test set "
         f"({result['test_samples']} images), raw and gzip (level 9) bytes, batch-1 latency (median of "
