@@ -21,7 +21,7 @@ import numpy as np
 from keras import ops
 
 from keras_compress.clustering.config import ClusterConfig
-from keras_compress.core import calls, walk
+from keras_compress.core import calls, variables, walk
 from keras_compress.core.state import (
     attach, detach, register_stripper, reset_compiled_functions, states_for_training,
 )
@@ -52,6 +52,9 @@ class ClusteredWeight:
     segments: keras.Variable  # int32, shape of the weight
     counts: keras.Variable  # float32, (num_segments,)
     inner_constraint: object
+    # assignment="nearest": trainable codebook (k,) or (channels, k), 0/1 mask of kept weights.
+    centroids: keras.Variable | None = None
+    mask: keras.Variable | None = None
 
     @property
     def variable(self):
@@ -168,6 +171,10 @@ def cluster(model, config=None, layers=None):
         seg_var = keras.Variable(segments, trainable=False, dtype="int32", name=ref.variable.name + "_segments")
         count_var = keras.Variable(counts, trainable=False, dtype="float32", name=ref.variable.name + "_counts")
         clustered = ClusteredWeight(ref, seg_var, count_var, ref.variable.constraint)
+        if config.assignment == "nearest":
+            _start_nearest(clustered, segments, counts, shared, config)
+            weights.append(clustered)
+            continue
         ref.variable.assign(shared)
         if config.reassign_every is None:
             ref.variable.constraint = SharedValueConstraint(seg_var, count_var, clustered.inner_constraint)
@@ -175,8 +182,78 @@ def cluster(model, config=None, layers=None):
                 calls.add_view(ref.layer, ref.variable, _VIEW_KEY, functools.partial(_cluster_means, clustered))
         weights.append(clustered)
     attach(model, _STATE_ATTR, ClusteringState(config, weights, skipped))
+    if config.assignment == "nearest":
+        _fresh_optimizer(model)
     reset_compiled_functions(model)
     return model
+
+
+def _centroid_table(segments, counts, shared, config):
+    """The codebook k-means gave: `(k,)`, or `(channels, k)` per channel.
+
+    A cluster left empty repeats a filled one of its codebook (it can
+    never be any weight's nearest before that one).
+    """
+    k = config.num_clusters
+    channels = shared.shape[-1] if config.per_channel else 1
+    means = np.zeros(k * channels + 1, np.float32)
+    means[np.asarray(segments).reshape(-1)] = np.asarray(shared).reshape(-1)
+    table = means[:-1].reshape(channels, k)
+    filled = np.asarray(counts)[:-1].reshape(channels, k) > 0
+    for row, keep in zip(table, filled):
+        row[~keep] = row[keep][0] if keep.any() else 0.0
+    return table if config.per_channel else table[0]
+
+
+def _start_nearest(clustered, segments, counts, shared, config):
+    ref = clustered.ref
+    table = _centroid_table(segments, counts, shared, config)
+    name = ref.variable.name
+    clustered.centroids = variables.add_variable(ref.layer, f"{name}_centroids", table, trainable=True)
+    if config.preserve_sparsity:
+        kept = np.asarray(ops.convert_to_numpy(ref.variable.value)) != 0
+        if not kept.all():
+            clustered.mask = keras.Variable(kept.astype(np.float32), trainable=False, name=f"{name}_mask")
+    # The weight keeps its float value (the latent weight); the call sees its nearest centroid.
+    calls.add_view(ref.layer, ref.variable, _VIEW_KEY, functools.partial(_nearest, clustered))
+
+
+def _nearest(clustered, value):
+    mask = None if clustered.mask is None else clustered.mask.value
+    return km.nearest_values(value, clustered.centroids.value, mask)
+
+
+def _fresh_optimizer(model):
+    """An optimizer built before the centroids existed cannot update them: replace it."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and getattr(optimizer, "built", False):
+        model.optimizer = optimizer.__class__.from_config(optimizer.get_config())
+
+
+def _freeze_nearest(clustered, config):
+    """Turns a nearest-centroid weight into fixed assignments (its current ones)."""
+    ref = clustered.ref
+    value = ops.convert_to_tensor(ref.variable.value)
+    centroids = clustered.centroids.value
+    labels = np.asarray(ops.convert_to_numpy(km.assign(value, ops.cast(centroids, value.dtype))))
+    k = config.num_clusters
+    if config.per_channel:
+        labels = labels + np.arange(labels.shape[-1]) * k
+    num_segments = int(clustered.counts.shape[0])
+    if clustered.mask is not None:
+        labels = np.where(np.asarray(ops.convert_to_numpy(clustered.mask.value)) > 0, labels, num_segments - 1)
+    segments = labels.astype(np.int32)
+    counts = np.bincount(segments.reshape(-1), minlength=num_segments).astype(np.float32)
+    ref.variable.assign(_nearest(clustered, value))
+    clustered.segments.assign(segments)
+    clustered.counts.assign(counts)
+    calls.remove_views(ref.layer, _VIEW_KEY)
+    variables.remove_variables([(ref.layer, clustered.centroids)])
+    clustered.centroids = clustered.mask = None
+    ref.variable.constraint = SharedValueConstraint(clustered.segments, clustered.counts,
+                                                    clustered.inner_constraint)
+    if config.train_centroids:
+        calls.add_view(ref.layer, ref.variable, _VIEW_KEY, functools.partial(_cluster_means, clustered))
 
 
 def _cluster_means(clustered, value):
@@ -208,6 +285,8 @@ def split_clusters_by_channel(model, variable, channel_index):
             continue
         for clustered in state.weights:
             if clustered.variable is variable:
+                if clustered.centroids is not None:
+                    _freeze_nearest(clustered, state.config)
                 _split(clustered, np.asarray(channel_index))
                 return True
     return False
@@ -247,7 +326,13 @@ def strip(model):
             _recluster(state)
         for clustered in state.weights:
             variable = clustered.variable
-            variable.assign(km.shared_values(variable.value, clustered.segments.value, clustered.counts.value))
+            if clustered.centroids is not None:
+                variable.assign(_nearest(clustered, ops.convert_to_tensor(variable.value)))
+                variables.remove_variables([(clustered.ref.layer, clustered.centroids)])
+                clustered.centroids = None
+            else:
+                variable.assign(km.shared_values(variable.value, clustered.segments.value,
+                                                 clustered.counts.value))
             variable.constraint = clustered.inner_constraint
             calls.remove_views(clustered.ref.layer, _VIEW_KEY)
         detach(layer, _STATE_ATTR)

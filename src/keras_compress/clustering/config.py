@@ -5,6 +5,8 @@ import dataclasses
 from keras_compress.core.config import BaseConfig
 from keras_compress.ops.kmeans import INITS
 
+ASSIGNMENTS = ("fixed", "nearest")
+
 
 @dataclasses.dataclass(frozen=True)
 class ClusterConfig(BaseConfig):
@@ -23,6 +25,14 @@ class ClusterConfig(BaseConfig):
         reassign_every: `None` (assignments fixed; centroids fine-tuned in
             every step) or N: weights train freely and are re-clustered from
             their current values every N steps by `ClusteringCallback`.
+        assignment: `"fixed"` (each weight keeps the cluster k-means gave
+            it; the cluster's shared value trains) or `"nearest"` (tfmot's
+            scheme: the weights stay float and train by a straight-through
+            gradient, centroids are trainable variables, and every call
+            takes each weight's nearest centroid, so weights can change
+            cluster). `"nearest"` adds a trainable variable to each
+            clustered layer: an optimizer already built is replaced by a
+            fresh one of the same configuration.
         train_centroids: with fixed assignments, train each shared value as
             one parameter: the layer computes with its weights' cluster
             means, so every member's gradient is its cluster's mean gradient
@@ -45,6 +55,7 @@ class ClusterConfig(BaseConfig):
     preserve_sparsity: bool = True
     kmeans_iterations: int = 10
     reassign_every: int | None = None
+    assignment: str = "fixed"
     train_centroids: bool = True
     seed: int = 0
 
@@ -57,6 +68,13 @@ class ClusterConfig(BaseConfig):
             raise ValueError(f"kmeans_iterations must be an integer >= 0. Received: kmeans_iterations={self.kmeans_iterations!r}")
         if self.reassign_every is not None and (not isinstance(self.reassign_every, int) or self.reassign_every < 1):
             raise ValueError(f"reassign_every must be None or an integer >= 1. Received: reassign_every={self.reassign_every!r}")
+        if self.assignment not in ASSIGNMENTS:
+            raise ValueError(f"assignment must be one of {list(ASSIGNMENTS)}. Received: assignment={self.assignment!r}")
+        if self.assignment == "nearest" and self.reassign_every is not None:
+            raise ValueError(
+                "assignment='nearest' re-assigns every weight in every step; reassign_every must be None. "
+                f"Received: reassign_every={self.reassign_every!r}"
+            )
         for name in ("per_channel", "preserve_sparsity", "train_centroids"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false. Received: {name}={getattr(self, name)!r}")

@@ -125,7 +125,7 @@ def fake_quant_bias(bias, input_scale, weight_limit, weight_bits=8):
     bias = ops.convert_to_tensor(bias)
     scale = ops.cast(input_scale * weight_scale(weight_limit, weight_bits), bias.dtype)
     levels = ops.clip(ops.round(bias / scale), -(2.0**31), 2.0**31 - 1)
-    return bias + ops.stop_gradient(levels * scale - bias)
+    return levels * scale + (bias - ops.stop_gradient(bias))  # exactly on the grid
 
 
 def activation_range(range_min, range_max):

@@ -115,3 +115,37 @@ def shared_values(weights, segments, counts):
     means = sums / ops.maximum(ops.cast(counts, flat.dtype), 1.0)
     zero_last = ops.concatenate([ops.ones((num_segments - 1,), flat.dtype), ops.zeros((1,), flat.dtype)])
     return ops.reshape(ops.take(means * zero_last, ops.reshape(segments, (-1,))), weights.shape)
+
+
+def nearest_values(weights, centroids, mask=None):
+    """Each weight replaced by its nearest centroid, with gradients for both.
+
+    The scheme of tfmot's clustering: the weights stay float ("latent") and
+    every call takes each one's nearest centroid, so a weight moves to
+    another cluster when training carries it across a midpoint. The
+    gradient reaches each centroid as the sum of its members' gradients and
+    each latent weight unchanged (straight through).
+
+    Args:
+        weights: the latent weights, any shape.
+        centroids: `(k,)`, one codebook for the tensor, or `(C, k)`, one per
+            output channel (the last axis of `weights`, of size C).
+        mask: optional 0/1 tensor like `weights`; weights at 0 stay exactly 0.
+
+    Returns:
+        A tensor like `weights`, each value one of its codebook's centroids
+        (or 0 where masked).
+
+    Example:
+    >>> nearest_values(np.array([0.1, 0.9, 0.4]), np.array([0.0, 1.0]))
+    [0., 1., 0.]
+    """
+    centroids = ops.cast(centroids, weights.dtype)
+    labels = ops.stop_gradient(assign(weights, centroids))
+    if len(centroids.shape) == 1:
+        chosen = ops.take(centroids, labels)
+    else:
+        chosen = ops.sum(ops.one_hot(labels, centroids.shape[-1], dtype=weights.dtype) * centroids, axis=-1)
+    # The zero first: chosen + (w - w) is exactly `chosen`; (chosen + w) - w is not.
+    out = chosen + (weights - ops.stop_gradient(weights))
+    return out if mask is None else out * ops.cast(mask, weights.dtype)

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_compress.core import calls, walk
+from keras_compress.core import calls, variables, walk
 from keras_compress.core.state import attach, detach, register_stripper, reset_compiled_functions
 from keras_compress.ops import fake_quant as fq
 from keras_compress.quantization.config import QATConfig
@@ -262,18 +262,7 @@ def _has_graph(model):
 
 
 def _add_variable(layer, name, value, state_added):
-    tracker = getattr(layer, "_tracker", None)
-    was_locked = bool(tracker is not None and tracker.locked)
-    if tracker is not None:
-        tracker.unlock()
-    try:
-        variable = layer.add_weight(
-            shape=(), initializer=keras.initializers.Constant(value), trainable=False,
-            name=name, dtype="float32",
-        )
-    finally:
-        if was_locked:
-            tracker.lock()
+    variable = variables.add_variable(layer, name, value)
     state_added.append((layer, variable))
     return variable
 
@@ -308,14 +297,15 @@ def _fold(model, producer, bn):
     from keras_compress.clustering import api as clustering
 
     kernel = producer.kernel
-    value = ops.convert_to_tensor(kernel.value)
-    shape = tuple(value.shape)
+    shape = tuple(kernel.shape)
     depthwise = isinstance(producer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D))
     # Each weight's output channel (depthwise: input channel x multiplier);
     # clusters spanning channels are split, since folding scales each channel.
     channels = shape[-2] * shape[-1] if depthwise else shape[-1]
     channel_index = np.broadcast_to(np.arange(channels).reshape(shape[-2:] if depthwise else (channels,)), shape)
     clustering.split_clusters_by_channel(model, kernel, channel_index)
+    # Read after the split: a nearest-centroid weight is set to its centroids there.
+    value = ops.convert_to_tensor(kernel.value)
     if depthwise:
         value = ops.reshape(value, tuple(shape[:-2]) + (shape[-2] * shape[-1],))
     bias = producer.bias.value if producer.bias is not None else None
@@ -328,17 +318,11 @@ def _fold(model, producer, bn):
         new_kernel = ops.reshape(new_kernel, shape)
     kernel.assign(new_kernel)
     if producer.bias is None:
-        tracker = producer._tracker
-        was_locked = tracker.locked
-        tracker.unlock()
-        try:
+        with variables.unlocked(producer):
             producer.bias = producer.add_weight(
                 name="bias", shape=(new_bias.shape[0],), initializer="zeros",
                 dtype=producer.variable_dtype,
             )
-        finally:
-            if was_locked:
-                tracker.lock()
         producer.use_bias = True
     producer.bias.assign(new_bias)
     # The normalization becomes an identity, so `strip` can leave it in a
@@ -922,17 +906,7 @@ def check_ranges_observed(model):
 
 
 def _remove_added(state):
-    for layer, variable in state.added:
-        for store in ("_non_trainable_variables", "_trainable_variables"):
-            items = getattr(layer, store, [])
-            for i, item in enumerate(items):
-                if item is variable:
-                    del items[i]
-                    break
-        tracker = getattr(layer, "_tracker", None)
-        if tracker is not None:
-            for ids in tracker.stored_ids.values():
-                ids.discard(id(variable))
+    variables.remove_variables(state.added)
 
 
 def detach_for_saving(model):

@@ -133,3 +133,39 @@ def test_centroid_training_changes_only_the_gradient_not_the_outputs():
     np.testing.assert_allclose(clustered_output, np.array(plain(x)), rtol=1e-5, atol=1e-6)
     kc.strip(model)
     assert "call" not in vars(model.layers[1])  # the layers are their classes again
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_nearest_assignment_moves_weights_between_clusters_and_strips_to_k_values(per_channel):
+    builders.seeded(0)
+    model = builders.compile_tiny(builders.MODEL_KINDS["functional"]())
+    x, y = builders.dense_data(64)
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)  # the optimizer is built before clustering
+    kernel = model.get_layer("hidden").kernel
+    kernel.assign(np.where(np.abs(kernel.numpy()) < 0.1, 0.0, kernel.numpy()))  # some pruned zeros
+    zeros = kernel.numpy() == 0
+    trainable = len(model.trainable_variables)
+    config = kc.ClusterConfig(num_clusters=4, init="linear", assignment="nearest", per_channel=per_channel)
+    kc.cluster(model, config)
+    assert len(model.trainable_variables) == trainable + 2  # a codebook per kernel
+    centroids_before = [np.array(v.value) for v in model.trainable_variables if "centroids" in v.path]
+    latent_before = kernel.numpy().copy()
+    model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[kc.ClusteringCallback()])
+    centroids_after = [np.array(v.value) for v in model.trainable_variables if "centroids" in v.path]
+    assert any(not np.allclose(a, b) for a, b in zip(centroids_after, centroids_before))
+    assert not np.allclose(kernel.numpy(), latent_before)  # the latent weights train too
+    clustered_output = np.array(model(x))
+    kc.strip(model)
+    np.testing.assert_allclose(np.array(model(x)), clustered_output, rtol=1e-5, atol=1e-6)
+    assert len(model.trainable_variables) == trainable and not kc.is_clustered(model)
+    stripped = model.get_layer("hidden").kernel.numpy()
+    assert np.all(stripped[zeros] == 0.0)
+    columns = stripped.T if per_channel else stripped.reshape(1, -1)
+    assert max(distinct_nonzero(c) for c in columns) <= 4
+
+
+def test_nearest_assignment_refuses_reassign_every():
+    with pytest.raises(ValueError, match="reassign_every must be None"):
+        kc.ClusterConfig(assignment="nearest", reassign_every=10)
+    with pytest.raises(ValueError, match="assignment must be one of"):
+        kc.ClusterConfig(assignment="closest")

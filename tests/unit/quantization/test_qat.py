@@ -379,13 +379,15 @@ def test_softmax_layer_output_is_on_the_runtime_grid_and_ties_as_on_device():
     assert np.argmax(float_probabilities[0]) == 1
 
 
-def test_folding_into_a_clustered_kernel_keeps_the_function_through_training_steps():
+@pytest.mark.parametrize("assignment", ["fixed", "nearest"])
+def test_folding_into_a_clustered_kernel_keeps_the_function_through_training_steps(assignment):
     # Folding scales each output channel differently; a cluster spanning
     # channels must become one shared value per channel, or the clustering
-    # constraint averages the scaled values after the first step.
+    # constraint averages the scaled values after the first step. A
+    # nearest-centroid weight is first frozen to its current assignments.
     model = bn_model()
     x = images(64)
-    kc.cluster(model, kc.ClusterConfig(num_clusters=4, init="linear"))
+    kc.cluster(model, kc.ClusterConfig(num_clusters=4, init="linear", assignment=assignment))
     expected = model.predict(x, verbose=0)
     kc.quantize(model, kc.QATConfig())  # no calibration: no fake quantization yet
     restore = qat.detach_for_saving(model)
