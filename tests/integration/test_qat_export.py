@@ -67,6 +67,29 @@ def test_each_layer_type_exports_int8_and_matches_the_qat_model(case, tmp_path):
         assert np.sum(np.abs(got - expected) > 0.5 * step) <= 1
 
 
+def test_a_pruned_away_channel_keeps_its_bias_as_litert_does(tmp_path):
+    # All of a channel's weights are zero: its int32 bias grid (input scale x a
+    # weight scale of ~1e-10) cannot hold the bias, and the converter widens
+    # that channel's weight scale instead. The simulation must not clip it.
+    builders.seeded(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    outputs = keras.layers.Dense(3, name="out")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    conv = model.get_layer("conv")
+    kernel = conv.kernel.numpy()
+    kernel[..., 0] = 0.0
+    conv.kernel.assign(kernel)
+    conv.bias.assign(np.array([0.5, -0.3, 0.2, 0.1], "float32"))
+    x = np.random.default_rng(0).uniform(0, 1, (128, 8, 8, 3)).astype("float32")
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    expected = model.predict(x, verbose=0)
+    path = export_litert(model, str(tmp_path / "m.tflite"), "int8")
+    low, high = kc.quantization.quantization_ranges(model)["out/output"]
+    step = (high - low) / 255
+    assert np.sum(np.abs(litert_predict(path, x) - expected) > 0.5 * step) <= 1
+
+
 @pytest.fixture(scope="module")
 def mnist():
     (x, y), (xt, yt) = datasets.load("mnist")

@@ -57,7 +57,7 @@ def weight_limit(weight, axis):
     return ops.maximum(channel_max_abs(weight, axis), _MIN_RANGE)
 
 
-def fake_quant_weight(weight, num_bits=8, axis=-1):
+def fake_quant_weight(weight, num_bits=8, axis=-1, min_limit=None):
     """Symmetric fake quantization of a weight tensor.
 
     The range of each channel is `[-m, m]` with `m` its largest magnitude;
@@ -69,6 +69,8 @@ def fake_quant_weight(weight, num_bits=8, axis=-1):
         weight: a float tensor.
         num_bits: bit width, 2 to 8.
         axis: the output-channel axis (per-channel), or None (per-tensor).
+        min_limit: optional lower bound on each channel's range (see
+            `bias_min_limit`).
 
     Returns:
         A tensor of `weight`'s shape and dtype, on the quantization grid.
@@ -84,11 +86,31 @@ def fake_quant_weight(weight, num_bits=8, axis=-1):
         # Keras's non-TensorFlow path broadcasts per-channel ranges along the
         # last axis only, so the channel axis is moved there and back.
         moved = ops.swapaxes(weight, axis, last)
-        return ops.swapaxes(fake_quant_weight(moved, num_bits, -1), axis, last)
-    limit = ops.stop_gradient(weight_limit(weight, axis))
+        return ops.swapaxes(fake_quant_weight(moved, num_bits, -1, min_limit), axis, last)
+    limit = weight_limit(weight, axis)
+    if min_limit is not None:
+        limit = ops.maximum(limit, min_limit)
+    limit = ops.stop_gradient(limit)
     return keras.quantizers.fake_quant_with_min_max_vars(
         weight, -limit, limit, num_bits=num_bits, narrow_range=True, axis=axis
     )
+
+
+def bias_min_limit(bias, input_scale, num_bits=8, per_tensor=False):
+    """The smallest weight range with which `bias` fits LiteRT's int32 bias grid.
+
+    The bias's scale is `input_scale * weight_scale`: a channel whose weights
+    are all (or nearly all) zero has a tiny weight range, and its bias would
+    overflow int32, which the converter clips (a pruned-away channel's bias
+    of 0.5 became 0.03 in a test). Widening that channel's weight range costs
+    nothing (its weights are zeros or tiny, and zero stays exact) and keeps
+    the bias. A 1% margin covers rounding.
+
+    Returns:
+        Per channel (shape of `bias`), or a scalar when `per_tensor`.
+    """
+    needed = ops.abs(bias) / (input_scale * (2.0**31 - 1)) * (2 ** (num_bits - 1) - 1) * 1.01
+    return ops.max(needed) if per_tensor else needed
 
 
 def weight_scale(limit, num_bits=8):
@@ -116,7 +138,7 @@ def fake_quant_bias(bias, input_scale, weight_limit, weight_bits=8):
         weight_bits: the weights' bit width.
 
     Returns:
-        A tensor like `bias`, on the grid (clipped to the int32 range).
+        A tensor like `bias`, on the grid where the grid fits int32.
 
     Example:
     >>> fake_quant_bias(np.array([0.1001]), 0.01, np.array([1.27]), 8)  # scale 1e-4
@@ -124,8 +146,12 @@ def fake_quant_bias(bias, input_scale, weight_limit, weight_bits=8):
     """
     bias = ops.convert_to_tensor(bias)
     scale = ops.cast(input_scale * weight_scale(weight_limit, weight_bits), bias.dtype)
-    levels = ops.clip(ops.round(bias / scale), -(2.0**31), 2.0**31 - 1)
-    return levels * scale + (bias - ops.stop_gradient(bias))  # exactly on the grid
+    levels = ops.round(bias / scale)
+    # A bias beyond int32 at this scale (a channel whose weights are all
+    # zero: a tiny weight scale) stays as it is: the converter widens that
+    # channel's weight scale until the bias fits, which keeps it to 2**-31.
+    snapped = ops.where(ops.abs(levels) <= 2.0**31 - 1, levels * scale, bias)
+    return snapped + (bias - ops.stop_gradient(bias))  # exactly on the grid
 
 
 def activation_range(range_min, range_max):

@@ -543,6 +543,17 @@ def _integer_inference(state):
     return not (state.calibrating or state.exporting or _training_flag())
 
 
+def _bias_min_limit(state, plan, weight):
+    """For the kernel a bias is scaled by: the range below which the bias would overflow int32."""
+    if weight is not plan.bias_kernel or state.calibrating:
+        return None
+    site = plan.bias_input_site
+    input_scale, _ = fq.quant_params(site.min.value, site.max.value, state.config.activation_bits)
+    needed = fq.bias_min_limit(ops.stop_gradient(plan.layer.bias.value), input_scale,
+                               state.config.weight_bits, per_tensor=weight.axis is None)
+    return ops.where(ops.equal(site.seen.value, 0.0), 0.0, needed)
+
+
 def _int32_bias(state, plan):
     """The layer's bias as LiteRT stores it (int32, scale input x weight scale).
 
@@ -554,7 +565,8 @@ def _int32_bias(state, plan):
     site, kernel = plan.bias_input_site, plan.bias_kernel
     bias = plan.layer.bias.value
     input_scale, _ = fq.quant_params(site.min.value, site.max.value, state.config.activation_bits)
-    limit = fq.weight_limit(ops.convert_to_tensor(kernel.variable.value), kernel.axis)
+    limit = ops.maximum(fq.weight_limit(ops.convert_to_tensor(kernel.variable.value), kernel.axis),
+                        _bias_min_limit(state, plan, kernel))
     snapped = fq.fake_quant_bias(bias, input_scale, limit, state.config.weight_bits)
     return ops.where(ops.equal(site.seen.value, 0.0), bias, snapped)
 
@@ -574,7 +586,8 @@ def _layer_call(state, plan, original):
                 for weight in plan.weights:
                     # What the call would see (a clustered weight: its cluster means).
                     value = fq.fake_quant_weight(calls.view_value(layer, weight.variable),
-                                                 state.config.weight_bits, weight.axis)
+                                                 state.config.weight_bits, weight.axis,
+                                                 _bias_min_limit(state, plan, weight))
                     for name in weight.attributes:
                         saved[name] = getattr(layer, name)
                         object.__setattr__(layer, name, value)

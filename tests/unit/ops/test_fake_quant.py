@@ -110,6 +110,12 @@ def test_bias_fake_quant_is_the_int32_grid_of_input_times_weight_scale():
     # Per-tensor weights: a scalar limit; 4-bit weights: scale limit / 7.
     got4 = ops.convert_to_numpy(fq.fake_quant_bias(bias, 0.5, np.float32(0.7), 4))
     np.testing.assert_allclose(got4, np.round(bias / 0.05) * 0.05, atol=1e-7)
+    # An all-zero (pruned) channel: the weight range is 1e-8, so 0.5 would need
+    # ~8e10 levels; the converter widens that scale instead, so the bias stays.
+    limit = np.array([1e-8, 1.27], "float32")
+    got = ops.convert_to_numpy(fq.fake_quant_bias(np.array([0.5, 0.5], "float32"), 0.02, limit, 8))
+    assert got[0] == np.float32(0.5)
+    assert got[1] == pytest.approx(np.round(0.5 / 2e-4) * 2e-4, rel=1e-6)
 
 
 def test_bias_fake_quant_passes_the_gradient_straight_through():
@@ -118,3 +124,12 @@ def test_bias_fake_quant_passes_the_gradient_straight_through():
 
     grad = builders.autodiff_gradient(loss, np.array([0.1234, -0.5], "float32"))
     np.testing.assert_allclose(grad, [2.0, 3.0])
+
+
+def test_bias_min_limit_is_the_smallest_range_whose_bias_grid_holds_the_bias():
+    bias = np.array([0.5, -2.0, 0.0], "float32")
+    limit = ops.convert_to_numpy(fq.bias_min_limit(bias, 0.02, 8))
+    levels = np.abs(bias) / (0.02 * limit.astype("float64") / 127)
+    assert np.all(levels[:2] <= 2**31 - 1) and np.all(levels[:2] > 0.98 * 2**31)  # just enough
+    assert limit[2] == 0.0
+    assert float(fq.bias_min_limit(bias, 0.02, 8, per_tensor=True)) == pytest.approx(limit[1])
