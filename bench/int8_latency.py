@@ -61,19 +61,11 @@ def main():
             samples[k].append(runtime.latency(batch_size=1, runs=args.runs, warmup=10))
     xnnpack = {k: float(np.median(v)) for k, v in samples.items()}
 
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from ai_edge_litert.interpreter import OpResolverType
 
-    builtin = {}
-    for k, path in paths.items():
-        interpreter = Interpreter(model_path=path, num_threads=1,
-                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        interpreter.allocate_tensors()
-        for _ in range(20):
-            interpreter.invoke()
-        start = time.perf_counter()
-        for _ in range(args.runs * 2):
-            interpreter.invoke()
-        builtin[k] = (time.perf_counter() - start) / (args.runs * 2)
+    no_delegate = dict(experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    builtin = {k: _invoke_seconds(path, args.runs * 2, rounds=1, warmup=20, **no_delegate)
+               for k, path in paths.items()}
     print(f"{args.model}: batch 1, 1 thread, median of {args.rounds} interleaved rounds")
     print("| artifact | XNNPACK (default) | speed-up | no delegate | speed-up |")
     print("|---|---:|---:|---:|---:|")
@@ -94,20 +86,21 @@ def _layer_groups(model):
             yield [layer]
 
 
-def _invoke_seconds(path, runs):
+def _invoke_seconds(path, runs, rounds=5, warmup=50, **interpreter_kwargs):
+    """Seconds per `invoke()` of a 1-thread interpreter: the median over `rounds` loops of `runs`."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=path, num_threads=1)
+    interpreter = Interpreter(model_path=path, num_threads=1, **interpreter_kwargs)
     interpreter.allocate_tensors()
-    for _ in range(50):
+    for _ in range(warmup):
         interpreter.invoke()
-    rounds = []
-    for _ in range(5):
+    times = []
+    for _ in range(rounds):
         start = time.perf_counter()
         for _ in range(runs):
             interpreter.invoke()
-        rounds.append((time.perf_counter() - start) / runs)
-    return float(np.median(rounds))
+        times.append((time.perf_counter() - start) / runs)
+    return float(np.median(times))
 
 
 def per_layer(model, x, folder, runs):

@@ -244,16 +244,22 @@ def _freeze_nearest(clustered, config):
         labels = np.where(np.asarray(ops.convert_to_numpy(clustered.mask.value)) > 0, labels, num_segments - 1)
     segments = labels.astype(np.int32)
     counts = np.bincount(segments.reshape(-1), minlength=num_segments).astype(np.float32)
-    ref.variable.assign(_nearest(clustered, value))
+    _end_nearest(clustered)
     clustered.segments.assign(segments)
     clustered.counts.assign(counts)
-    calls.remove_views(ref.layer, _VIEW_KEY)
-    variables.remove_variables([(ref.layer, clustered.centroids)])
-    clustered.centroids = clustered.mask = None
     ref.variable.constraint = SharedValueConstraint(clustered.segments, clustered.counts,
                                                     clustered.inner_constraint)
     if config.train_centroids:
         calls.add_view(ref.layer, ref.variable, _VIEW_KEY, functools.partial(_cluster_means, clustered))
+
+
+def _end_nearest(clustered):
+    """Writes each weight's nearest centroid into it; removes the codebook and the view."""
+    variable, layer = clustered.variable, clustered.ref.layer
+    variable.assign(_nearest(clustered, ops.convert_to_tensor(variable.value)))
+    calls.remove_views(layer, _VIEW_KEY)
+    variables.remove_variables([(layer, clustered.centroids)])
+    clustered.centroids = clustered.mask = None
 
 
 def _cluster_means(clustered, value):
@@ -327,9 +333,7 @@ def strip(model):
         for clustered in state.weights:
             variable = clustered.variable
             if clustered.centroids is not None:
-                variable.assign(_nearest(clustered, ops.convert_to_tensor(variable.value)))
-                variables.remove_variables([(clustered.ref.layer, clustered.centroids)])
-                clustered.centroids = None
+                _end_nearest(clustered)
             else:
                 variable.assign(km.shared_values(variable.value, clustered.segments.value,
                                                  clustered.counts.value))

@@ -52,9 +52,14 @@ def channel_max_abs(weight, axis):
     return ops.max(ops.abs(weight), axis=reduce_axes)
 
 
-def weight_limit(weight, axis):
-    """The range `m` (`[-m, m]`) `fake_quant_weight` gives each channel: its largest magnitude."""
-    return ops.maximum(channel_max_abs(weight, axis), _MIN_RANGE)
+def weight_limit(weight, axis, min_limit=None):
+    """The range `m` (`[-m, m]`) `fake_quant_weight` gives each channel.
+
+    Its largest magnitude, at least `min_limit` where given (see
+    `bias_min_limit`) and never zero.
+    """
+    limit = ops.maximum(channel_max_abs(weight, axis), _MIN_RANGE)
+    return limit if min_limit is None else ops.maximum(limit, min_limit)
 
 
 def fake_quant_weight(weight, num_bits=8, axis=-1, min_limit=None):
@@ -87,10 +92,7 @@ def fake_quant_weight(weight, num_bits=8, axis=-1, min_limit=None):
         # last axis only, so the channel axis is moved there and back.
         moved = ops.swapaxes(weight, axis, last)
         return ops.swapaxes(fake_quant_weight(moved, num_bits, -1, min_limit), axis, last)
-    limit = weight_limit(weight, axis)
-    if min_limit is not None:
-        limit = ops.maximum(limit, min_limit)
-    limit = ops.stop_gradient(limit)
+    limit = ops.stop_gradient(weight_limit(weight, axis, min_limit))
     return keras.quantizers.fake_quant_with_min_max_vars(
         weight, -limit, limit, num_bits=num_bits, narrow_range=True, axis=axis
     )
@@ -147,9 +149,10 @@ def fake_quant_bias(bias, input_scale, weight_limit, weight_bits=8):
     bias = ops.convert_to_tensor(bias)
     scale = ops.cast(input_scale * weight_scale(weight_limit, weight_bits), bias.dtype)
     levels = ops.round(bias / scale)
-    # A bias beyond int32 at this scale (a channel whose weights are all
-    # zero: a tiny weight scale) stays as it is: the converter widens that
-    # channel's weight scale until the bias fits, which keeps it to 2**-31.
+    # A bias beyond int32 at this scale (a channel whose weights are all zero
+    # has a tiny weight scale) stays float rather than overflowing. The
+    # converter would clip it; QAT avoids the case by widening such a
+    # channel's range with `bias_min_limit`.
     snapped = ops.where(ops.abs(levels) <= 2.0**31 - 1, levels * scale, bias)
     return snapped + (bias - ops.stop_gradient(bias))  # exactly on the grid
 

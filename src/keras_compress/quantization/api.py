@@ -350,7 +350,7 @@ def _plan(model, config, chosen_layers, consumers, added):
         weights_by_layer[id(ref.layer)].append(ref.variable)
 
     layers = [layer for layer in walk.iter_layers(model) if layer is not model]
-    folded_bns, fused_producers = set(), set()
+    folded_bns = set()
     if config.fold_batchnorm:
         for layer in layers:
             if isinstance(layer, keras.layers.BatchNormalization) and keep(layer):
@@ -543,18 +543,23 @@ def _integer_inference(state):
     return not (state.calibrating or state.exporting or _training_flag())
 
 
-def _bias_min_limit(state, plan, weight):
-    """For the kernel a bias is scaled by: the range below which the bias would overflow int32."""
-    if weight is not plan.bias_kernel or state.calibrating:
+def _bias_grid(state, plan):
+    """`(input_scale, min_limit)` of the layer's int32 bias grid, or None.
+
+    `min_limit` is the weight range below which the bias would overflow
+    int32 (0 until the input range has been observed). Not while
+    calibrating: the ranges are still moving.
+    """
+    if plan.bias_kernel is None or state.calibrating:
         return None
     site = plan.bias_input_site
     input_scale, _ = fq.quant_params(site.min.value, site.max.value, state.config.activation_bits)
     needed = fq.bias_min_limit(ops.stop_gradient(plan.layer.bias.value), input_scale,
-                               state.config.weight_bits, per_tensor=weight.axis is None)
-    return ops.where(ops.equal(site.seen.value, 0.0), 0.0, needed)
+                               state.config.weight_bits, per_tensor=plan.bias_kernel.axis is None)
+    return input_scale, ops.where(ops.equal(site.seen.value, 0.0), 0.0, needed)
 
 
-def _int32_bias(state, plan):
+def _int32_bias(state, plan, input_scale, min_limit):
     """The layer's bias as LiteRT stores it (int32, scale input x weight scale).
 
     Only at inference: training keeps the float bias (the rounding is at most
@@ -562,13 +567,11 @@ def _int32_bias(state, plan):
     export leaves the rounding to the converter, which makes the same grid.
     Before its input range has been observed the bias stays as it is.
     """
-    site, kernel = plan.bias_input_site, plan.bias_kernel
+    kernel = plan.bias_kernel
     bias = plan.layer.bias.value
-    input_scale, _ = fq.quant_params(site.min.value, site.max.value, state.config.activation_bits)
-    limit = ops.maximum(fq.weight_limit(ops.convert_to_tensor(kernel.variable.value), kernel.axis),
-                        _bias_min_limit(state, plan, kernel))
+    limit = fq.weight_limit(ops.convert_to_tensor(kernel.variable.value), kernel.axis, min_limit)
     snapped = fq.fake_quant_bias(bias, input_scale, limit, state.config.weight_bits)
-    return ops.where(ops.equal(site.seen.value, 0.0), bias, snapped)
+    return ops.where(ops.equal(plan.bias_input_site.seen.value, 0.0), bias, snapped)
 
 
 def _is_float_tensor(x):
@@ -582,18 +585,19 @@ def _layer_call(state, plan, original):
             outputs = args[0] if args else kwargs["inputs"]
         elif plan.kind == "weights":
             saved = {}
+            grid = _bias_grid(state, plan)
             try:
                 for weight in plan.weights:
                     # What the call would see (a clustered weight: its cluster means).
+                    min_limit = grid[1] if grid is not None and weight is plan.bias_kernel else None
                     value = fq.fake_quant_weight(calls.view_value(layer, weight.variable),
-                                                 state.config.weight_bits, weight.axis,
-                                                 _bias_min_limit(state, plan, weight))
+                                                 state.config.weight_bits, weight.axis, min_limit)
                     for name in weight.attributes:
                         saved[name] = getattr(layer, name)
                         object.__setattr__(layer, name, value)
-                if plan.bias_kernel is not None and _integer_inference(state):
+                if grid is not None and _integer_inference(state):
                     saved["bias"] = layer.bias
-                    object.__setattr__(layer, "bias", _int32_bias(state, plan))
+                    object.__setattr__(layer, "bias", _int32_bias(state, plan, *grid))
                 if plan.pre_activation:
                     activation = layer.activation
                     saved["activation"] = activation
@@ -918,15 +922,11 @@ def check_ranges_observed(model):
         )
 
 
-def _remove_added(state):
-    variables.remove_variables(state.added)
-
-
 def detach_for_saving(model):
     """Temporarily removes QAT's calls and variables; returns a function that restores them."""
     state = _require_state(model)
     _unpatch(state)
-    _remove_added(state)
+    variables.remove_variables(state.added)
     reset_compiled_functions(model)
 
     def restore():
@@ -958,7 +958,7 @@ def strip(model):
     for variable, constraint in state.constraints:
         variable.constraint = constraint  # the pruning/clustering constraint it wrapped, if any
     _unpatch(state)
-    _remove_added(state)
+    variables.remove_variables(state.added)
     detach(model, _STATE_ATTR)
     reset_compiled_functions(model)
     return model
