@@ -1,36 +1,56 @@
 """keras-compress: make Keras 3 models smaller and faster, with measured costs.
 
-Importing it loads Keras and NumPy only; TensorFlow is imported by export.
+The public names load on first use (PEP 562), so `import keras_compress`
+is cheap and the command line can quiet TensorFlow's start-up logging
+before anything imports Keras. Using a name imports Keras and NumPy only;
+TensorFlow is imported by export.
 """
 
-from keras_compress import datasets, evaluate, importance, zoo
-from keras_compress.clustering import ClusterConfig, ClusteringCallback, cluster, clustering_summary, is_clustered
-from keras_compress.core.state import strip
-from keras_compress.quantization import QATConfig, is_quantized, quantization_summary, quantize
-from keras_compress.pruning import PruneConfig, PruningCallback, is_pruned, prune, pruning_summary, schedules
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ClusterConfig",
-    "ClusteringCallback",
-    "cluster",
-    "clustering_summary",
-    "is_clustered",
-    "PruneConfig",
-    "QATConfig",
-    "PruningCallback",
-    "__version__",
-    "datasets",
-    "evaluate",
-    "importance",
-    "is_pruned",
-    "prune",
-    "pruning_summary",
-    "quantization_summary",
-    "quantize",
-    "is_quantized",
-    "schedules",
-    "strip",
-    "zoo",
-]
+# public name -> the module that defines it (a module name alone: the module itself)
+_NAMES = {
+    "ClusterConfig": "keras_compress.clustering",
+    "ClusteringCallback": "keras_compress.clustering",
+    "cluster": "keras_compress.clustering",
+    "clustering_summary": "keras_compress.clustering",
+    "is_clustered": "keras_compress.clustering",
+    "PruneConfig": "keras_compress.pruning",
+    "PruningCallback": "keras_compress.pruning",
+    "is_pruned": "keras_compress.pruning",
+    "prune": "keras_compress.pruning",
+    "pruning_summary": "keras_compress.pruning",
+    "schedules": "keras_compress.pruning",
+    "QATConfig": "keras_compress.quantization",
+    "is_quantized": "keras_compress.quantization",
+    "quantization_summary": "keras_compress.quantization",
+    "quantize": "keras_compress.quantization",
+    "strip": "keras_compress.core.state",
+    "ChannelPruneConfig": "keras_compress.structured",
+    "channel_groups": "keras_compress.structured",
+    "prune_channels": "keras_compress.structured",
+    "datasets": None,
+    "evaluate": None,
+    "importance": None,
+    "zoo": None,
+}
+
+__all__ = sorted(_NAMES) + ["__version__"]
+
+
+def __getattr__(name):
+    if name not in _NAMES:
+        raise AttributeError(f"module 'keras_compress' has no attribute {name!r}")
+    source = _NAMES[name]
+    if source is None:
+        value = importlib.import_module(f"keras_compress.{name}")
+    else:
+        value = getattr(importlib.import_module(source), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_NAMES))

@@ -5,6 +5,9 @@
     keras-compress export MODEL.keras --format int8 --data mnist --out model.tflite
     keras-compress demo [--out runs/demo] [--epochs 2]
 
+TensorFlow's and LiteRT's own start-up lines are held back unless
+`--verbose` is given (before the command: `keras-compress --verbose ...`).
+
 Every input is checked (model file, recipe, data against the model) before
 anything is written. Errors are reported as one line on stderr,
 `keras-compress: error: ...`, with exit code 2; pass `--traceback` (or set
@@ -353,6 +356,8 @@ def build_parser():
     )
     parser.add_argument("--traceback", action="store_true",
                         help="show the full traceback on errors (also: KERAS_COMPRESS_DEBUG=1)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's and LiteRT's own start-up and log lines")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("compress", help="run a recipe on a model; write artifacts and a report")
@@ -426,14 +431,17 @@ def main(argv=None):
     >>> main(["evaluate", "lenet5.keras", "--data", "mnist"])
     0
     """
-    # Quiets TensorFlow's C++ logging if TensorFlow is not loaded yet (under
-    # the TensorFlow backend `import keras` has loaded it already).
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from keras_compress.core import quiet
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse has printed usage and its message
         return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
+    # Nothing has imported Keras yet (the package loads its names lazily), so
+    # TensorFlow's start-up lines can still be held back.
+    quiet.enable(not args.verbose)
+    quiet.load_backend()
     debug = args.traceback or os.environ.get("KERAS_COMPRESS_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)

@@ -81,33 +81,24 @@ def is_clustered(model):
 
 
 def segments_for(weight, config):
-    """Clusters one weight tensor.
+    """Clusters one weight tensor as `config` says (`ops.kmeans.cluster_segments`).
+
+    Args:
+        weight: tensor of any shape.
+        config: a `ClusterConfig`.
 
     Returns:
         `(segments, counts, shared)`: int32 segment of each weight (cluster,
         offset by channel when per channel; the last segment holds pruned
         zeros), float32 members per segment, and the clustered tensor.
+
+    Example:
+    >>> segments, counts, shared = segments_for(layer.kernel, ClusterConfig(num_clusters=8))
     """
-    values = np.asarray(ops.convert_to_numpy(weight), np.float32)
-    k = config.num_clusters
-    channels = values.shape[-1] if config.per_channel else 1
-    matrix = values.reshape(-1, channels)
-    num_segments = k * channels + 1
-    segments = np.full(matrix.shape, num_segments - 1, np.int32)
-    for channel in range(channels):
-        column = matrix[:, channel]
-        keep = column != 0 if config.preserve_sparsity else np.ones(column.shape, bool)
-        members = column[keep]
-        if members.size == 0:
-            continue
-        clusters = min(k, members.size)
-        centroids = km.init_centroids(members, clusters, config.init, seed=config.seed + channel)
-        _, labels = km.kmeans(members, centroids, config.kmeans_iterations)
-        segments[keep, channel] = np.asarray(ops.convert_to_numpy(labels)) + channel * k
-    segments = segments.reshape(values.shape)
-    counts = np.bincount(segments.reshape(-1), minlength=num_segments).astype(np.float32)
-    shared = km.shared_values(values, segments, counts)
-    return segments, counts, shared
+    return km.cluster_segments(
+        weight, config.num_clusters, init=config.init, per_channel=config.per_channel,
+        preserve_sparsity=config.preserve_sparsity, iterations=config.kmeans_iterations, seed=config.seed,
+    )
 
 
 def _recluster(state):

@@ -4,21 +4,21 @@ A `Report` is what the CLI prints and writes, and what the API returns: the
 artifacts a recipe produced (the baseline's own float32 LiteRT file
 included), each with its accuracy, size, compression ratio, latency and
 parameter counts, plus the run's metadata (model, data, recipe, machine).
+The renderers (Markdown, HTML, the plot) live in `report_render`; `Report`'s
+methods call them.
 
 This module imports neither TensorFlow nor Keras; matplotlib is imported
 only when the size-vs-accuracy plot is drawn.
 """
 
-import base64
 import dataclasses
-import html
-import io
 import json
-import math
 import os
 import secrets
 import warnings
 from typing import Any
+
+from keras_compress.core import report_render
 
 REPORT_VERSION = 1
 JSON_NAME = "report.json"
@@ -28,8 +28,6 @@ HTML_NAME = "report.html"
 # The row every ratio is measured against: the input model's float32 file.
 REFERENCE_FORMAT = "float32"
 REFERENCE_TECHNIQUE = "baseline"
-_MISSING = "-"
-_INSTALL_HINT = 'pip install "keras-compress[report]"  (or: pip install matplotlib)'
 
 
 def atomic_write(path, data):
@@ -98,6 +96,9 @@ class ArtifactRow:
         params: total parameter count of the model.
         nonzero: nonzero parameter count.
         notes: free text.
+        macs: multiply-accumulates per sample of the model (`evaluate.macs`).
+        speedup_b1, speedup_b32: the baseline float32 artifact's latency
+            divided by this artifact's, at batch 1 and 32 (filled in by the `Report`).
 
     Example:
     >>> row = ArtifactRow("model_int8.tflite", "prune 90%", "int8",
@@ -117,6 +118,9 @@ class ArtifactRow:
     params: int | None = None
     nonzero: int | None = None
     notes: str = ""
+    macs: int | None = None
+    speedup_b1: float | None = None
+    speedup_b32: float | None = None
 
     @property
     def accuracy(self):
@@ -266,6 +270,11 @@ class Report:
                 row.ratio = base / row.gzip_bytes
             else:
                 row.ratio = None
+            # Speed-ups against the same reference row (latencies are measured side by side in one run).
+            for batch in (1, 32):
+                ours = getattr(row, f"latency_b{batch}_ms")
+                theirs = getattr(reference, f"latency_b{batch}_ms") if reference is not None else None
+                setattr(row, f"speedup_b{batch}", theirs / ours if theirs and ours else None)
 
     # -- serialisation ----------------------------------------------------
 
@@ -355,13 +364,6 @@ class Report:
 
     # -- rendering --------------------------------------------------------
 
-    def _cells(self):
-        self.update_ratios()
-        header = [column for column, _, _ in _COLUMNS]
-        body = [[render(row) for _, render, _ in _COLUMNS] for row in self.rows]
-        numeric = [is_numeric for _, _, is_numeric in _COLUMNS]
-        return header, body, numeric
-
     def markdown_table(self) -> str:
         """Returns the rows as an aligned Markdown table, readable as plain text too.
 
@@ -375,21 +377,7 @@ class Report:
         >>> print(Report(rows=[ArtifactRow("a.tflite", "baseline", "float32",
         ...                                gzip_bytes=1234567)]).markdown_table())
         """
-        header, body, numeric = self._cells()
-        body = [[cell.replace("|", "\\|") for cell in line] for line in body]
-        widths = [max(len(c) for c in column) for column in zip(header, *body)]
-        widths = [max(w, 3) for w in widths]
-
-        def line(cells):
-            padded = [
-                c.rjust(w) if right else c.ljust(w) for c, w, right in zip(cells, widths, numeric)
-            ]
-            return "| " + " | ".join(padded) + " |"
-
-        rule = "|" + "|".join(
-            ("-" * (w + 1) + ":") if right else ("-" * (w + 2)) for w, right in zip(widths, numeric)
-        ) + "|"
-        return "\n".join([line(header), rule] + [line(cells) for cells in body])
+        return report_render.markdown_table(self)
 
     def __str__(self) -> str:
         return self.markdown_table()
@@ -407,24 +395,7 @@ class Report:
         >>> Report("Demo").markdown().startswith("# Demo")
         True
         """
-        parts = [f"# {self.title}", "", self.markdown_table(), ""]
-        if plot_name:
-            parts += [f"![Size vs accuracy]({plot_name})", ""]
-        reference = self.reference_row()
-        if reference is not None:
-            parts += [f"Ratio: gzip bytes of `{reference.name}` / gzip bytes of the artifact.", ""]
-        if self.meta:
-            parts += ["## Run", ""]
-            for key, value in self.meta.items():
-                if isinstance(value, (dict, list, tuple)):
-                    text = json.dumps(value, indent=2, default=str)
-                    parts += [f"- **{key}**:", "", "  ```json"]
-                    parts += ["  " + text_line for text_line in text.splitlines()]
-                    parts += ["  ```"]
-                else:
-                    parts.append(f"- **{key}**: {value}")
-            parts.append("")
-        return "\n".join(parts)
+        return report_render.markdown(self, plot_name)
 
     def plot(self, path=None) -> bytes:
         """Draws accuracy (%) against gzip size (bytes, log scale), one labelled point per artifact.
@@ -445,63 +416,7 @@ class Report:
         Example:
         >>> png = report.plot("size_vs_accuracy.png")
         """
-        try:
-            from matplotlib.figure import Figure
-            from matplotlib.ticker import FuncFormatter
-        except ImportError as error:
-            raise ImportError(f"Plotting the report needs matplotlib. Install it with: {_INSTALL_HINT}") from error
-
-        # The object-oriented API (no pyplot) leaves the caller's matplotlib backend alone.
-        figure = Figure(figsize=(8, 5), dpi=100)
-        axes = figure.add_subplot()
-        points = [r for r in self.rows if r.gzip_bytes and r.gzip_bytes > 0 and r.accuracy is not None]
-        techniques = list(dict.fromkeys(r.technique for r in points))
-        colours = [f"C{i % 10}" for i in range(len(techniques))]
-        for technique, colour in zip(techniques, colours):
-            label = technique
-            for litert in (True, False):
-                group = [r for r in points if r.technique == technique and (r.litert_accuracy is not None) == litert]
-                if not group:
-                    continue
-                axes.scatter(
-                    [r.gzip_bytes for r in group],
-                    [100.0 * r.accuracy for r in group],
-                    s=60,
-                    marker="o" if litert else "s",
-                    edgecolors=colour,
-                    facecolors=colour if litert else "none",
-                    label=label,
-                    zorder=3,
-                )
-                label = None
-        # Alternate label offsets so artifacts of similar size stay readable.
-        for i, row in enumerate(points):
-            axes.annotate(
-                row.name,
-                (row.gzip_bytes, 100.0 * row.accuracy),
-                textcoords="offset points",
-                xytext=(6, 6 if i % 2 == 0 else -12),
-                fontsize=8,
-            )
-        axes.set_xscale("log")
-        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _human_bytes(value)))
-        axes.set_xlabel("gzip size (bytes, log scale)")
-        axes.set_ylabel("accuracy (%)")
-        axes.set_title(self.title)
-        axes.grid(True, which="both", alpha=0.3)
-        if points:
-            sizes = [r.gzip_bytes for r in points]
-            low, high = min(sizes), max(sizes)
-            axes.set_xlim(low / 1.6, high * 1.6)
-            accuracies = [100.0 * r.accuracy for r in points]
-            spread = max(max(accuracies) - min(accuracies), 0.5)
-            axes.set_ylim(min(accuracies) - 0.3 * spread, min(100.0 + 0.05 * spread, max(accuracies) + 0.3 * spread))
-            axes.legend(loc="lower right", fontsize=8, title="filled: LiteRT, hollow: Keras", title_fontsize=8)
-        else:
-            axes.text(0.5, 0.5, "no measured artifacts", ha="center", va="center", transform=axes.transAxes)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", bbox_inches="tight")
-        png = buffer.getvalue()
+        png = report_render.plot_png(self)
         if path is not None:
             atomic_write(path, png)
         return png
@@ -519,54 +434,7 @@ class Report:
         Example:
         >>> page = report.html(report.plot())
         """
-        header, body, numeric = self._cells()
-        esc = html.escape
-
-        def cells(tag, values):
-            return "".join(
-                f'<{tag} class="num">{esc(v)}</{tag}>' if right else f"<{tag}>{esc(v)}</{tag}>"
-                for v, right in zip(values, numeric)
-            )
-
-        table = ["<table class=\"rows\">", f"<thead><tr>{cells('th', header)}</tr></thead>", "<tbody>"]
-        table += [f"<tr>{cells('td', line)}</tr>" for line in body]
-        table += ["</tbody>", "</table>"]
-        parts = [
-            "<!DOCTYPE html>",
-            '<html lang="en">',
-            "<head>",
-            '<meta charset="utf-8">',
-            f"<title>{esc(self.title)}</title>",
-            f"<style>{_CSS}</style>",
-            "</head>",
-            "<body>",
-            f"<h1>{esc(self.title)}</h1>",
-            "\n".join(table),
-        ]
-        reference = self.reference_row()
-        if reference is not None:
-            parts.append(
-                f'<p class="note">Ratio: gzip bytes of <code>{esc(reference.name)}</code> '
-                "/ gzip bytes of the artifact.</p>"
-            )
-        if png:
-            data = base64.b64encode(png).decode("ascii")
-            parts.append(
-                f'<figure><img alt="size vs accuracy" src="data:image/png;base64,{data}">'
-                "<figcaption>Accuracy against gzip size (log scale)</figcaption></figure>"
-            )
-        if self.meta:
-            parts.append("<h2>Run</h2>")
-            parts.append('<table class="meta">')
-            for key, value in self.meta.items():
-                if isinstance(value, (dict, list, tuple)):
-                    shown = f"<pre>{esc(json.dumps(value, indent=2, default=str))}</pre>"
-                else:
-                    shown = esc(str(value))
-                parts.append(f"<tr><th>{esc(str(key))}</th><td>{shown}</td></tr>")
-            parts.append("</table>")
-        parts += ["</body>", "</html>", ""]
-        return "\n".join(parts)
+        return report_render.html_page(self, png)
 
     def write(self, out_dir) -> dict[str, str]:
         """Writes `report.json`, `report.md`, `size_vs_accuracy.png` and `report.html` into `out_dir`.
@@ -605,69 +473,3 @@ class Report:
             paths["png"] = atomic_write(os.path.join(out_dir, PLOT_NAME), png)
         paths["html"] = atomic_write(os.path.join(out_dir, HTML_NAME), self.html(png))
         return paths
-
-
-# -- cell formatting ------------------------------------------------------
-
-
-def _human_bytes(value):
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if value >= size:
-            return f"{value / size:g} {unit}"
-    return f"{value:g} B"
-
-
-def _percent(value):
-    return _MISSING if value is None else f"{100.0 * value:.2f}%"
-
-
-def _count(value):
-    return _MISSING if value is None else f"{int(value):,}"
-
-
-def _ratio(value):
-    return _MISSING if value is None or not math.isfinite(value) else f"{value:.1f}x"
-
-
-def _millis(value):
-    return _MISSING if value is None else f"{value:.3f}"
-
-
-def _nonzero(row):
-    if row.nonzero is None:
-        return _MISSING
-    if row.params:
-        return f"{row.nonzero:,} ({row.nonzero / row.params:.1%})"
-    return f"{row.nonzero:,}"
-
-
-# (header, cell renderer, right-aligned)
-_COLUMNS = (
-    ("Artifact", lambda r: r.name, False),
-    ("Technique", lambda r: r.technique, False),
-    ("Format", lambda r: r.fmt, False),
-    ("Keras acc", lambda r: _percent(r.keras_accuracy), True),
-    ("LiteRT acc", lambda r: _percent(r.litert_accuracy), True),
-    ("Size (bytes)", lambda r: _count(r.raw_bytes), True),
-    ("Gzip (bytes)", lambda r: _count(r.gzip_bytes), True),
-    ("Ratio", lambda r: _ratio(r.ratio), True),
-    ("Latency b1 (ms)", lambda r: _millis(r.latency_b1_ms), True),
-    ("Latency b32 (ms)", lambda r: _millis(r.latency_b32_ms), True),
-    ("Params", lambda r: _count(r.params), True),
-    ("Nonzero", _nonzero, True),
-    ("Notes", lambda r: r.notes or "", False),
-)
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem; color: #222; }
-h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
-table { border-collapse: collapse; font-size: 0.9rem; }
-th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; vertical-align: top; }
-thead th { background: #f0f3f7; }
-tbody tr:nth-child(even) { background: #fafafa; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-table.meta th { background: #f0f3f7; }
-pre { margin: 0; font-size: 0.8rem; }
-figure { margin: 1.5rem 0; } img { max-width: 100%; }
-.note { color: #555; font-size: 0.85rem; }
-""".strip()

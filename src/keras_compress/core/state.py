@@ -6,6 +6,8 @@ runs them all, so one call leaves a plain Keras model whatever was applied.
 """
 
 _STRIPPERS = []
+_TRAINING_CALLBACKS = {}  # name -> (is_active(model), make_callback())
+_SUMMARIES = {}  # name -> summary(model), rows recorded before a strip
 
 
 def register_stripper(fn=None, *, first=False):
@@ -46,6 +48,45 @@ def strip(model):
     for fn in _STRIPPERS:
         fn(model)
     return model
+
+
+def register_training_callback(name, is_active, make_callback):
+    """Registers the callback a technique's state needs in `fit` (e.g. pruning's mask updates).
+
+    Fine-tuning (`keras_compress.training.finetune`, the recipe's `finetune`
+    step) asks `training_callbacks(model)` instead of knowing techniques.
+
+    Args:
+        name: the technique's name, as reported (`"pruning"`).
+        is_active: `model -> bool`, whether the model carries the state.
+        make_callback: `() -> keras.callbacks.Callback`.
+    """
+    _TRAINING_CALLBACKS[name] = (is_active, make_callback)
+
+
+def training_callbacks(model):
+    """`{name: callback}` for each registered technique whose state `model` carries."""
+    return {name: make() for name, (active, make) in _TRAINING_CALLBACKS.items() if active(model)}
+
+
+def active_techniques(model):
+    """`{name: bool}`: which registered training techniques `model` carries now."""
+    return {name: bool(active(model)) for name, (active, _) in _TRAINING_CALLBACKS.items()}
+
+
+def register_summary(name, summary):
+    """Registers `summary(model) -> rows or None`, recorded by the recipe runner before it strips."""
+    _SUMMARIES[name] = summary
+
+
+def summaries(model):
+    """`{name: rows}` of each registered summary that has something to say about `model`."""
+    out = {}
+    for name, summary in _SUMMARIES.items():
+        rows = summary(model)
+        if rows:
+            out[name] = rows
+    return out
 
 
 def reset_train_function(model):

@@ -11,6 +11,7 @@ Example:
 0.9907
 """
 
+from keras_compress.export.config import EXPORT_FORMATS, LITERT_FORMATS, ExportConfig
 from keras_compress.export.litert import (
     FORMATS,
     LiteRTModel,
@@ -22,6 +23,9 @@ from keras_compress.export.litert import (
 )
 
 __all__ = [
+    "EXPORT_FORMATS",
+    "ExportConfig",
+    "LITERT_FORMATS",
     "FORMATS",
     "LiteRTModel",
     "export_all",

@@ -11,6 +11,9 @@ This module holds those pieces, each a function of NumPy arrays:
 - `encode` / `decode`: one tensor in one of `ENCODINGS`;
 - `choose_encoding`: the encoding whose zstd-compressed size is smallest.
 
+The dtypes and their bit views live in `dtypes`, the gap varints in
+`positions`; their public names are importable from here too.
+
 Everything works on the tensor's bits: values are compared through an
 unsigned-integer view of the same width, so NaN payloads and -0.0 survive a
 round trip, and "zero" means "all bits zero" (-0.0 is stored as a non-zero).
@@ -37,15 +40,20 @@ from typing import NamedTuple
 
 import numpy as np
 
+from keras_compress.export.dtypes import (  # noqa: F401 - DTYPES and dtype_name re-exported
+    _UINT_VIEWS,
+    DTYPES,
+    _bits_view,
+    _from_bits,
+    dtype_name,
+    numpy_dtype,
+)
+from keras_compress.export.positions import MAX_ELEMENTS, _check_count, decode_gaps, encode_gaps
+
 ENCODINGS = ("dense", "codebook", "sparse", "sparse_codebook")
 # Codebook indices are bit-packed at up to 16 bits.
 MAX_CODEBOOK_SIZE = 2**16
 MAX_BIT_WIDTH = 16
-# Element counts above this are refused: the gap decoder sums positions in
-# uint64 and stays exact only below it.
-MAX_ELEMENTS = 2**32
-# The longest LEB128 varint a gap below MAX_ELEMENTS needs (ceil(32 / 7)).
-_MAX_VARINT_BYTES = 5
 # Values packed per step: keeps the (values x 16) bit matrix near 16 MiB.
 _PACK_CHUNK = 2**20
 # The level `choose_encoding` compresses candidates at: the ranking barely
@@ -54,14 +62,6 @@ DEFAULT_ESTIMATE_LEVEL = 9
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_UINT_VIEWS = {1: np.dtype("u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
-_NUMPY_DTYPES = (
-    "bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
-    "float16", "float32", "float64",
-)
-# Keras (through ml_dtypes, one of its dependencies) also has these.
-_ML_DTYPES = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
-DTYPES = _NUMPY_DTYPES + _ML_DTYPES
 
 
 class Choice(NamedTuple):
@@ -72,56 +72,6 @@ class Choice(NamedTuple):
     compressed_bytes: int
 
 
-def numpy_dtype(name):
-    """The NumPy dtype (little-endian) of a dtype name from `DTYPES`.
-
-    Args:
-        name: a dtype name such as `"float32"`, `"int8"` or `"bfloat16"`.
-
-    Returns:
-        A `numpy.dtype`.
-
-    Raises:
-        ValueError: if `name` is not one of `DTYPES`.
-
-    Example:
-    >>> numpy_dtype("float16")
-    dtype('float16')
-    """
-    if not isinstance(name, str) or name not in DTYPES:
-        raise ValueError(f"dtype must be one of {list(DTYPES)}. Received: dtype={name!r}")
-    if name in _ML_DTYPES:
-        import ml_dtypes
-
-        return np.dtype(getattr(ml_dtypes, name))
-    return np.dtype(name).newbyteorder("<")
-
-
-def dtype_name(dtype):
-    """The `DTYPES` name of a NumPy dtype, or raises.
-
-    Args:
-        dtype: anything `numpy.dtype` accepts.
-
-    Returns:
-        The name, e.g. `"float32"`.
-
-    Raises:
-        ValueError: if the dtype is not one of `DTYPES` (complex, object,
-            strings, ...).
-
-    Example:
-    >>> dtype_name(np.float32)
-    'float32'
-    """
-    dtype = np.dtype(dtype)
-    if dtype.name not in DTYPES:
-        raise ValueError(
-            f"dtype must be one of {list(DTYPES)}. Received: dtype={dtype.name!r}"
-        )
-    return dtype.name
-
-
 def _check_width(width):
     if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or not (
         1 <= width <= MAX_BIT_WIDTH
@@ -130,12 +80,6 @@ def _check_width(width):
             f"width must be an integer in [1, {MAX_BIT_WIDTH}]. Received: width={width!r}"
         )
     return int(width)
-
-
-def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer. Received: {name}={value!r}")
-    return int(value)
 
 
 def index_width(k):
@@ -243,134 +187,11 @@ def unpack_bits(data, width, count):
     return out
 
 
-def encode_gaps(positions):
-    """Encodes strictly increasing positions as LEB128 varints of their gaps.
-
-    The gap before position `p[i]` is `p[i] - p[i - 1] - 1` (with `p[-1] = -1`),
-    so adjacent non-zeros cost a zero byte. Varint gaps compress to within 1-2%
-    of the mask's entropy under zstd for 1-10% density, matching an 8-bit
-    escape code and beating a bitmap (measured on 266k positions).
-
-    Args:
-        positions: non-negative, strictly increasing integers (1-D).
-
-    Returns:
-        `bytes`: one varint per position (1 byte per gap below 128).
-
-    Raises:
-        ValueError: if `positions` is not a 1-D integer array, is negative,
-            not strictly increasing or reaches `MAX_ELEMENTS`.
-
-    Example:
-    >>> encode_gaps([0, 1, 5, 200]).hex()
-    '000003c201'
-    >>> decode_gaps(bytes.fromhex("000003c201"), 4, 201)
-    array([  0,   1,   5, 200])
-    """
-    positions = np.asarray(positions)
-    if positions.ndim != 1 or (positions.size and positions.dtype.kind not in "ui"):
-        raise ValueError(
-            "positions must be a 1-D integer array. Received: "
-            f"shape={positions.shape}, dtype={positions.dtype}"
-        )
-    if positions.size == 0:
-        return b""
-    positions = positions.astype(np.int64)
-    if positions[0] < 0 or positions[-1] >= MAX_ELEMENTS:
-        raise ValueError(
-            f"positions must be in [0, {MAX_ELEMENTS}). Received: [{positions[0]}, {positions[-1]}]"
-        )
-    gaps = np.diff(positions, prepend=-1) - 1
-    if gaps.min() < 0:
-        raise ValueError("positions must be strictly increasing")
-    gaps = gaps.astype(np.uint64)
-    lengths = np.ones(gaps.size, np.int64)
-    for j in range(1, _MAX_VARINT_BYTES):
-        lengths += gaps >= np.uint64(1 << (7 * j))
-    starts = np.cumsum(lengths) - lengths
-    out = np.empty(int(lengths.sum()), np.uint8)
-    for j in range(int(lengths.max())):
-        has = lengths > j
-        byte = (gaps[has] >> np.uint64(7 * j)) & np.uint64(0x7F)
-        more = (lengths[has] > j + 1).astype(np.uint64) << np.uint64(7)
-        out[starts[has] + j] = (byte | more).astype(np.uint8)
-    return out.tobytes()
-
-
-def decode_gaps(data, count, size):
-    """Decodes `count` positions from `encode_gaps` bytes, each below `size`.
-
-    Args:
-        data: the varint bytes.
-        count: how many positions they hold.
-        size: an exclusive bound on the positions (the tensor's element
-            count), at most `MAX_ELEMENTS`.
-
-    Returns:
-        An `int64` array of `count` strictly increasing positions in `[0, size)`.
-
-    Raises:
-        ValueError: if `data` does not hold exactly `count` canonical varints,
-            or a position is `size` or more.
-
-    Example:
-    >>> decode_gaps(encode_gaps([3, 4, 9]), 3, 10)
-    array([3, 4, 9])
-    """
-    count = _check_count("count", count)
-    size = _check_count("size", size)
-    if size > MAX_ELEMENTS:
-        raise ValueError(f"size must be at most {MAX_ELEMENTS}. Received: size={size}")
-    if count > size:
-        raise ValueError(f"Cannot hold {count} distinct positions below {size}")
-    raw = np.frombuffer(bytes(data), np.uint8)
-    if count == 0:
-        if raw.size:
-            raise ValueError(f"Expected no position bytes. Received: {raw.size} bytes")
-        return np.zeros(0, np.int64)
-    ends = np.flatnonzero(raw < 0x80)
-    if ends.size != count or ends[-1] != raw.size - 1:
-        raise ValueError(
-            f"Position bytes must hold exactly {count} complete varints. Received: "
-            f"{ends.size} varint(s) in {raw.size} bytes"
-        )
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    lengths = ends - starts + 1
-    if lengths.max() > _MAX_VARINT_BYTES:
-        raise ValueError(f"A position gap is longer than {_MAX_VARINT_BYTES} bytes")
-    if np.any((lengths > 1) & (raw[ends] == 0)):
-        raise ValueError("A position gap is not canonically encoded (trailing zero byte)")
-    gaps = np.zeros(count, np.uint64)
-    for j in range(int(lengths.max())):
-        has = lengths > j
-        gaps[has] |= (raw[starts[has] + j] & np.uint8(0x7F)).astype(np.uint64) << np.uint64(7 * j)
-    if gaps.max() >= size:
-        raise ValueError(f"A position gap is out of range for {size} elements")
-    # Every gap is below size <= 2**32 and count <= size: the sum fits in uint64.
-    positions = np.cumsum(gaps + np.uint64(1)) - np.uint64(1)
-    if positions[-1] >= size:
-        raise ValueError(f"Position {int(positions[-1])} is out of range for {size} elements")
-    return positions.astype(np.int64)
-
-
-def _bits_view(array):
-    """The array's bits as a flat, little-endian unsigned-integer array."""
-    array = np.asarray(array)
-    dtype_name(array.dtype)
-    if array.dtype.byteorder == ">":
-        array = array.astype(array.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(array).reshape(-1).view(_UINT_VIEWS[array.dtype.itemsize])
-
-
 def _checked_bits(array):
     bits = _bits_view(array)
     if bits.size >= MAX_ELEMENTS:
         raise ValueError(f"Tensors must have fewer than {MAX_ELEMENTS} elements. Received: {bits.size}")
     return bits
-
-
-def _from_bits(bits, dtype, shape):
-    return bits.view(dtype).reshape(shape)
 
 
 def _codebook_bytes(unique_bits, indices, count):

@@ -26,11 +26,15 @@ def _compressed(original, kind, value):
 
         axis = -1 if original.ndim >= 2 else None
         return keras.ops.convert_to_numpy(fake_quant_weight(original.astype(np.float32), int(value), axis))
-    from keras_compress.clustering.api import segments_for
     from keras_compress.clustering.config import ClusterConfig
+    from keras_compress.ops.kmeans import cluster_segments
 
+    # The config validates the count; the maths lives in ops, below every technique.
     config = ClusterConfig(num_clusters=int(value), init="linear", per_channel=False, preserve_sparsity=True)
-    return np.asarray(segments_for(original, config)[2])
+    shared = cluster_segments(original, config.num_clusters, init=config.init, per_channel=config.per_channel,
+                              preserve_sparsity=config.preserve_sparsity,
+                              iterations=config.kmeans_iterations, seed=config.seed)[2]
+    return np.asarray(shared)
 
 
 def _check_values(kind, values):

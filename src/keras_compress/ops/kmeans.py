@@ -5,6 +5,7 @@ a codebook of `k` shared values. Functions take a 1-D tensor of the values
 to cluster (for sparsity-preserving clustering, the non-zero weights only).
 """
 
+import numpy as np
 from keras import ops
 from keras import random as krandom
 
@@ -149,3 +150,57 @@ def nearest_values(weights, centroids, mask=None):
     # The zero first: chosen + (w - w) is exactly `chosen`; (chosen + w) - w is not.
     out = chosen + (weights - ops.stop_gradient(weights))
     return out if mask is None else out * ops.cast(mask, weights.dtype)
+
+
+def cluster_segments(weight, num_clusters, init="kmeans++", per_channel=False, preserve_sparsity=True,
+                     iterations=10, seed=0):
+    """Clusters one weight tensor into shared values: k-means per tensor or per output channel.
+
+    The maths of weight sharing, apart from any model: clustering
+    (`ClusterConfig`'s fields) and sensitivity analysis both call it.
+
+    Args:
+        weight: tensor of any shape (rank >= 1).
+        num_clusters: shared values per codebook (`k`).
+        init: centroid initialisation (`INITS`).
+        per_channel: one codebook per output channel (last axis) instead of
+            one for the tensor.
+        preserve_sparsity: exact zeros take no centroid and stay zero.
+        iterations: Lloyd iterations after initialisation.
+        seed: seed for the random initialisations (channel `c` uses `seed + c`).
+
+    Returns:
+        `(segments, counts, shared)`: int32 NumPy array shaped like `weight`
+        (each weight's cluster, offset by `channel * num_clusters` when per
+        channel; the last segment, `num_clusters * channels`, holds the
+        pruned zeros), float32 NumPy array of members per segment, and the
+        clustered tensor (`shared_values`).
+
+    Raises:
+        ValueError: on an unknown `init` (from `init_centroids`).
+
+    Example:
+    >>> segments, counts, shared = cluster_segments(np.array([[0.0, 0.1], [1.0, 1.1]]), 2, "linear")
+    >>> shared
+    [[0., 0.1], [1.05, 1.05]]
+    """
+    values = np.asarray(ops.convert_to_numpy(weight), np.float32)
+    k = num_clusters
+    channels = values.shape[-1] if per_channel else 1
+    matrix = values.reshape(-1, channels)
+    num_segments = k * channels + 1
+    segments = np.full(matrix.shape, num_segments - 1, np.int32)
+    for channel in range(channels):
+        column = matrix[:, channel]
+        keep = column != 0 if preserve_sparsity else np.ones(column.shape, bool)
+        members = column[keep]
+        if members.size == 0:
+            continue
+        clusters = min(k, members.size)
+        centroids = init_centroids(members, clusters, init, seed=seed + channel)
+        _, labels = kmeans(members, centroids, iterations)
+        segments[keep, channel] = np.asarray(ops.convert_to_numpy(labels)) + channel * k
+    segments = segments.reshape(values.shape)
+    counts = np.bincount(segments.reshape(-1), minlength=num_segments).astype(np.float32)
+    shared = shared_values(values, segments, counts)
+    return segments, counts, shared

@@ -51,18 +51,20 @@ class PruneConfig(BaseConfig):
     ...                   initial_sparsity=0.5, end_step=2000)
     """
 
+    # Field metadata tells a recipe what a YAML value may be (core/steps.py):
+    # `minimum` for integers, `recipe_kind` where Python also takes a callable.
     target_sparsity: float = 0.5
-    schedule: Any = "constant"
+    schedule: Any = dataclasses.field(default="constant", metadata={"recipe_kind": "str"})
     initial_sparsity: float = 0.0
-    begin_step: int = 0
-    end_step: int | None = None
-    frequency: int = 100
+    begin_step: int = dataclasses.field(default=0, metadata={"minimum": 0})
+    end_step: int | None = dataclasses.field(default=None, metadata={"minimum": 0})
+    frequency: int = dataclasses.field(default=100, metadata={"minimum": 1})
     power: float = 3.0
     pattern: str = "unstructured"
-    block_shape: tuple = (1, 4)
-    n: int = 2
-    m: int = 4
-    layer_targets: dict | None = None
+    block_shape: tuple[int, int] = (1, 4)
+    n: int = dataclasses.field(default=2, metadata={"minimum": 0})
+    m: int = dataclasses.field(default=4, metadata={"minimum": 0})
+    layer_targets: dict[str, float] | None = None
 
     def __post_init__(self):
         _check_fraction("target_sparsity", self.target_sparsity)

@@ -48,7 +48,8 @@ class QATConfig(BaseConfig):
     fold_batchnorm: bool = True
     preserve_zeros: bool = True
     quantize_inputs: bool = True
-    layers: object = None
+    # In a recipe `layers` is a regex; Python also takes a callable.
+    layers: object = dataclasses.field(default=None, metadata={"recipe_kind": "regex"})
 
     def __post_init__(self):
         check_bits(self.weight_bits, "weight_bits")

@@ -435,7 +435,7 @@ def test_inference_adds_the_int32_bias_the_int8_kernel_adds(monkeypatch):
     assert np.sum(np.abs(got - expected) > 0.5 * step) <= 2
     np.testing.assert_allclose(got, expected, atol=1.01 * step)
     # The float bias (what training uses) misses some of those levels.
-    monkeypatch.setattr(qat, "_integer_inference", lambda state: False)
+    monkeypatch.setattr("keras_compress.quantization.patching._integer_inference", lambda state: False)
     qat.reset_compiled_functions(model)
     with_float_bias = model.predict(x, verbose=0, batch_size=4096)
     assert np.sum(np.abs(with_float_bias - expected) > 0.5 * step) >= 50  # 126 of 131,072 here

@@ -1,0 +1,192 @@
+"""QAT's calls: each planned layer's call fake-quantizes what LiteRT quantizes.
+
+No wrapper layers: `_patch` gives each planned layer a call (`core.calls`)
+that swaps its kernels for their fake-quantized values, observes its output
+range (moving it while training or calibrating) and, at inference, computes
+what the int8 kernels compute (int32 bias grid, fixed output grids).
+`_unpatch` restores every call.
+"""
+
+import keras
+from keras import ops
+
+from keras_compress.core import calls
+from keras_compress.ops import fake_quant as fq
+from keras_compress.quantization.rules import _activation_name
+
+_CALL_KEY = "qat"
+
+
+def _training_flag():
+    from keras.src.backend.common import global_state
+
+    context = global_state.get_global_attribute("current_call_ctx")
+    return bool(context is not None and context.get_value("training", False))
+
+
+def _observe(state, site, x):
+    """Moves `site`'s range with `x` when training (or calibrating); fake-quantizes `x`."""
+    config = state.config
+    if state.calibrating or _training_flag():
+        low, high = fq.moving_range(site.min.value, site.max.value, x,
+                                    config.ema_decay, site.seen.value)
+        site.min.assign(low)
+        site.max.assign(high)
+        site.seen.assign(1.0)
+        return fq.fake_quant_activation(x, low, high, config.activation_bits)
+    quantized = fq.fake_quant_activation(x, site.min.value, site.max.value,
+                                         config.activation_bits)
+    if state.exporting:
+        return quantized  # every range is observed (checked before export)
+    # A range never observed (no batch yet) leaves the tensor as it is.
+    return ops.where(ops.equal(site.seen.value, 0.0), x, quantized)
+
+
+def _fixed_activation_name(layer):
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    return _activation_name(getattr(layer, "activation", None))
+
+
+def _fixed_output(state, activation_name, outputs):
+    """At inference, an output whose range LiteRT fixes, on that fixed grid.
+
+    Only when predicting or evaluating: in training the probabilities stay
+    exact (a class rounded to probability 0 would lose its gradient), while
+    the trained model's predictions, ties of nearly equal probabilities
+    included, are those of the int8 model. Not while exporting either: the
+    runtime applies the grid itself.
+    """
+    if (state.config.activation_bits != 8 or state.calibrating or state.exporting
+            or _training_flag() or not _is_float_tensor(outputs)):
+        return outputs
+    return fq.fake_quant_fixed_output(outputs, activation_name)
+
+
+def _integer_inference(state):
+    """Predicting or evaluating: the model computes what the int8 kernels compute."""
+    return not (state.calibrating or state.exporting or _training_flag())
+
+
+def _bias_grid(state, plan):
+    """`(input_scale, min_limit)` of the layer's int32 bias grid, or None.
+
+    `min_limit` is the weight range below which the bias would overflow
+    int32 (0 until the input range has been observed). Not while
+    calibrating: the ranges are still moving.
+    """
+    if plan.bias_kernel is None or state.calibrating:
+        return None
+    site = plan.bias_input_site
+    input_scale, _ = fq.quant_params(site.min.value, site.max.value, state.config.activation_bits)
+    needed = fq.bias_min_limit(ops.stop_gradient(plan.layer.bias.value), input_scale,
+                               state.config.weight_bits, per_tensor=plan.bias_kernel.axis is None)
+    return input_scale, ops.where(ops.equal(site.seen.value, 0.0), 0.0, needed)
+
+
+def _int32_bias(state, plan, input_scale, min_limit):
+    """The layer's bias as LiteRT stores it (int32, scale input x weight scale).
+
+    Only at inference: training keeps the float bias (the rounding is at most
+    half of `input_scale * weight_scale`, far below an output step), and
+    export leaves the rounding to the converter, which makes the same grid.
+    Before its input range has been observed the bias stays as it is.
+    """
+    kernel = plan.bias_kernel
+    bias = plan.layer.bias.value
+    limit = fq.weight_limit(ops.convert_to_tensor(kernel.variable.value), kernel.axis, min_limit)
+    snapped = fq.fake_quant_bias(bias, input_scale, limit, state.config.weight_bits)
+    return ops.where(ops.equal(plan.bias_input_site.seen.value, 0.0), bias, snapped)
+
+
+def _is_float_tensor(x):
+    return "float" in str(getattr(x, "dtype", ""))
+
+
+def _layer_call(state, plan, original):
+    def call(*args, **kwargs):
+        layer = plan.layer
+        if plan.kind == "folded_bn":
+            outputs = args[0] if args else kwargs["inputs"]
+        elif plan.kind == "weights":
+            saved = {}
+            grid = _bias_grid(state, plan)
+            try:
+                for weight in plan.weights:
+                    # What the call would see (a clustered weight: its cluster means).
+                    min_limit = grid[1] if grid is not None and weight is plan.bias_kernel else None
+                    value = fq.fake_quant_weight(calls.view_value(layer, weight.variable),
+                                                 state.config.weight_bits, weight.axis, min_limit)
+                    for name in weight.attributes:
+                        saved[name] = getattr(layer, name)
+                        object.__setattr__(layer, name, value)
+                if grid is not None and _integer_inference(state):
+                    saved["bias"] = layer.bias
+                    object.__setattr__(layer, "bias", _int32_bias(state, plan, *grid))
+                if plan.pre_activation:
+                    activation = layer.activation
+                    saved["activation"] = activation
+                    object.__setattr__(layer, "activation", keras.activations.linear)
+                if plan.inner_site is not None:
+                    outputs = _separable_call(state, plan, *args, **kwargs)
+                else:
+                    outputs = original(*args, **kwargs)
+            finally:
+                for name, value in saved.items():
+                    object.__setattr__(layer, name, value)
+            if plan.pre_activation:
+                if plan.output_site is not None:
+                    outputs = _observe(state, plan.output_site, outputs)
+                activation = saved["activation"]
+                return _fixed_output(state, _activation_name(activation), activation(outputs))
+        elif plan.kind == "fixed":
+            return _fixed_output(state, _fixed_activation_name(layer), original(*args, **kwargs))
+        else:
+            outputs = original(*args, **kwargs)
+        if plan.output_site is not None and _is_float_tensor(outputs):
+            outputs = _observe(state, plan.output_site, outputs)
+        return outputs
+
+    return call
+
+
+def _separable_call(state, plan, inputs):
+    """A separable convolution as LiteRT runs it: depthwise, an int8 tensor, pointwise."""
+    layer = plan.layer
+    x = ops.depthwise_conv(inputs, layer.depthwise_kernel, strides=layer.strides,
+                           padding=layer.padding, data_format=layer.data_format,
+                           dilation_rate=layer.dilation_rate)
+    x = _observe(state, plan.inner_site, x)
+    x = ops.conv(x, layer.pointwise_kernel, strides=1, padding="valid",
+                 data_format=layer.data_format)
+    if layer.use_bias:
+        bias = layer.bias
+        if layer.data_format == "channels_first":
+            bias = ops.reshape(bias, (-1,) + (1,) * (len(x.shape) - 2))
+        x = ops.add(x, bias)
+    return layer.activation(x) if layer.activation is not None else x
+
+
+def _model_call(state, plan, original):
+    def call(inputs, *args, **kwargs):
+        flat = keras.tree.flatten(inputs)
+        flat = [
+            _observe(state, site, x) if site is not None and _is_float_tensor(x) else x
+            for x, site in zip(flat, plan.input_sites)
+        ]
+        return original(keras.tree.pack_sequence_as(inputs, flat), *args, **kwargs)
+
+    return call
+
+
+def _patch(state):
+    for plan in state.plans:
+        if plan.kind == "pass":
+            continue
+        make = _model_call if plan.kind == "model" else _layer_call
+        calls.wrap_call(plan.layer, _CALL_KEY, lambda inner, plan=plan, make=make: make(state, plan, inner))
+
+
+def _unpatch(state):
+    for plan in state.plans:
+        calls.unwrap_call(plan.layer, _CALL_KEY)

@@ -1,0 +1,320 @@
+"""QAT's plan: what each layer does under quantization-aware training.
+
+Planning reads the model's graph (`core.graph.ModelGraph`) and the layer
+rules (`quantization.rules`), folds each BatchNormalization into the
+Conv/Depthwise/Dense layer before it, decides which tensors get an int8
+range (three variables on the layer that owns the tensor) and links each
+bias to the input range and kernel that make its int32 grid. It changes
+weights (folding) and adds variables, but no layer's call: that is
+`quantization.patching`.
+"""
+
+import collections
+import dataclasses
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_compress.core import variables, walk
+from keras_compress.ops import fake_quant as fq
+from keras_compress.quantization.config import QATConfig
+from keras_compress.quantization.rules import (
+    _FUSED_ACTIVATIONS,
+    _activation_name,
+    _is_fusable_activation_layer,
+    _rule_for,
+    _weight_axis,
+)
+
+SKIP_FILTERED = "left out by the layer filter"
+SKIP_NO_RULE = "no quantization rule for this layer type (register one with register_layer_rule)"
+SKIP_UNFOLDED_BN = "BatchNormalization not folded (no Conv/Dense before it in the graph); output quantized"
+SKIP_NO_INT8_KERNEL = "LiteRT has no int8 kernel for this op: it runs in float (output quantized for the next op)"
+SKIP_NO_ATTRIBUTE = "weight not held in a layer attribute, so its call cannot see it fake-quantized"
+
+
+@dataclasses.dataclass
+class RangeSite:
+    """An activation range tracked during training: three variables on `owner`."""
+
+    name: str
+    owner: keras.layers.Layer
+    min: keras.Variable
+    max: keras.Variable
+    seen: keras.Variable
+
+    def values(self):
+        """`(min, max)` as floats, widened to contain 0 (what LiteRT uses)."""
+        low, high = fq.activation_range(
+            ops.convert_to_tensor(self.min.value), ops.convert_to_tensor(self.max.value)
+        )
+        return float(ops.convert_to_numpy(low)), float(ops.convert_to_numpy(high))
+
+
+@dataclasses.dataclass
+class QuantizedWeight:
+    variable: keras.Variable
+    attributes: list
+    axis: object
+
+
+@dataclasses.dataclass
+class LayerPlan:
+    layer: keras.layers.Layer
+    kind: str  # "weights", "output", "fixed", "pass", "folded_bn", "float", "model"
+    weights: list = dataclasses.field(default_factory=list)
+    output_site: RangeSite | None = None
+    pre_activation: bool = False
+    input_sites: list = dataclasses.field(default_factory=list)
+    inner_site: RangeSite | None = None  # separable convolutions: between the two convolutions
+    folded_into: str | None = None
+    reason: str | None = None
+    # The bias's int32 grid: the input's range and the kernel it multiplies.
+    bias_input_site: RangeSite | None = None
+    bias_kernel: QuantizedWeight | None = None
+
+
+@dataclasses.dataclass
+class QATState:
+    """What `quantize` attached to a model; `strip` removes it."""
+
+    config: QATConfig
+    plans: list
+    sites: dict
+    added: list  # (layer, variable) pairs this technique added
+    constraints: list  # (variable, previous constraint)
+    float_layers: list  # (layer name, reason)
+    folded: list  # (bn name, into layer name)
+    calibrating: bool = False
+    exporting: bool = False
+    needs_retrace: bool = True
+
+
+def _add_variable(layer, name, value, state_added):
+    variable = variables.add_variable(layer, name, value)
+    state_added.append((layer, variable))
+    return variable
+
+
+def _make_site(layer, label, added):
+    name = f"{layer.name}/{label}"
+    return RangeSite(
+        name=name, owner=layer,
+        min=_add_variable(layer, f"qat_{label}_min", 0.0, added),
+        max=_add_variable(layer, f"qat_{label}_max", 0.0, added),
+        seen=_add_variable(layer, f"qat_{label}_seen", 0.0, added),
+    )
+
+
+def _is_foldable(graph, producer, bn):
+    return (
+        isinstance(producer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+                              keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
+                              keras.layers.Dense))
+        and not isinstance(producer, (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+                                      keras.layers.Conv3DTranspose))
+        and _activation_name(producer.activation) == "linear"
+        and getattr(producer, "data_format", "channels_last") == "channels_last"
+        and bn.axis in (-1, len(bn.input.shape) - 1 if hasattr(bn, "input") else -1)
+        and graph.call_count(bn) == 1
+        and graph.call_count(producer) == 1
+    )
+
+
+def _fold(model, producer, bn):
+    """Folds `bn` into `producer`'s kernel and bias (adding a bias if needed)."""
+    from keras_compress.clustering import api as clustering
+
+    kernel = producer.kernel
+    shape = tuple(kernel.shape)
+    depthwise = isinstance(producer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D))
+    # Each weight's output channel (depthwise: input channel x multiplier);
+    # clusters spanning channels are split, since folding scales each channel.
+    channels = shape[-2] * shape[-1] if depthwise else shape[-1]
+    channel_index = np.broadcast_to(np.arange(channels).reshape(shape[-2:] if depthwise else (channels,)), shape)
+    clustering.split_clusters_by_channel(model, kernel, channel_index)
+    # Read after the split: a nearest-centroid weight is set to its centroids there.
+    value = ops.convert_to_tensor(kernel.value)
+    if depthwise:
+        value = ops.reshape(value, tuple(shape[:-2]) + (shape[-2] * shape[-1],))
+    bias = producer.bias.value if producer.bias is not None else None
+    gamma = bn.gamma.value if bn.scale else None
+    beta = bn.beta.value if bn.center else None
+    new_kernel, new_bias = fq.fold_batchnorm(
+        value, bias, gamma, beta, bn.moving_mean.value, bn.moving_variance.value, bn.epsilon
+    )
+    if depthwise:
+        new_kernel = ops.reshape(new_kernel, shape)
+    kernel.assign(new_kernel)
+    if producer.bias is None:
+        with variables.unlocked(producer):
+            producer.bias = producer.add_weight(
+                name="bias", shape=(new_bias.shape[0],), initializer="zeros",
+                dtype=producer.variable_dtype,
+            )
+        producer.use_bias = True
+    producer.bias.assign(new_bias)
+    # The normalization becomes an identity, so `strip` can leave it in a
+    # model that still loads: (x - 0) / sqrt(1 - eps + eps) * 1 + 0.
+    channels = bn.moving_mean.shape
+    bn.moving_mean.assign(np.zeros(channels, "float32"))
+    bn.moving_variance.assign(np.full(channels, 1.0 - bn.epsilon, "float32"))
+    if bn.scale:
+        bn.gamma.assign(np.ones(channels, "float32"))
+    if bn.center:
+        bn.beta.assign(np.zeros(channels, "float32"))
+    bn.trainable = False
+
+
+def _attribute_names(layer, variable):
+    return [name for name, value in vars(layer).items() if value is variable]
+
+
+def _plan(model, config, chosen_layers, graph, added):
+    """Decides each layer's treatment; folds batch normalizations."""
+    plans, float_layers, folded = [], [], []
+    keep = walk.make_layer_filter(config.layers)
+    weights_by_layer = collections.defaultdict(list)
+    for ref in chosen_layers:
+        weights_by_layer[id(ref.layer)].append(ref.variable)
+
+    layers = graph.layers
+    folded_bns = set()
+    if config.fold_batchnorm:
+        for layer in layers:
+            if isinstance(layer, keras.layers.BatchNormalization) and keep(layer):
+                producer = graph.single_producer(layer)
+                if producer is None:
+                    continue
+                if (
+                    id(producer) in weights_by_layer
+                    and len(graph.consumers(producer)) == 1
+                    and keep(producer)
+                    and _is_foldable(graph, producer, layer)
+                ):
+                    _fold(model, producer, layer)
+                    folded_bns.add(id(layer))
+                    folded.append((layer.name, producer.name))
+
+    def fuses_into_next(layer):
+        """The layer's output is fused with its only consumer's (no own range)."""
+        nxt = graph.consumers(layer)
+        if len(nxt) != 1:
+            return False
+        return id(nxt[0]) in folded_bns or _is_fusable_activation_layer(nxt[0])
+
+    for layer in layers:
+        if layer._layers and not weights_by_layer.get(id(layer)):
+            continue  # a container: its sublayers are planned
+        if not keep(layer):
+            if weights_by_layer.get(id(layer)) or _rule_for(layer) is not None:
+                float_layers.append((layer.name, SKIP_FILTERED))
+            continue
+        if id(layer) in folded_bns:
+            plan = LayerPlan(layer, "folded_bn")
+            if not fuses_into_next(layer):
+                plan.output_site = _make_site(layer, "output", added)
+            plans.append(plan)
+            continue
+        variables = weights_by_layer.get(id(layer), [])
+        if variables and not (_rule_for(layer) in ("weights", "float")
+                              or callable(getattr(layer, "get_quantizable_weights", None))):
+            float_layers.append((layer.name, SKIP_NO_RULE))
+            continue
+        if variables and _rule_for(layer) != "float":
+            plan = LayerPlan(layer, "weights")
+            for variable in variables:
+                names = _attribute_names(layer, variable)
+                if not names:
+                    plan = None
+                    break
+                plan.weights.append(QuantizedWeight(variable, names, _weight_axis(
+                    layer, variable, config.per_channel)))
+            if plan is None:
+                float_layers.append((layer.name, SKIP_NO_ATTRIBUTE))
+                continue
+            if isinstance(layer, keras.layers.SeparableConv2D):
+                plan.inner_site = _make_site(layer, "depthwise", added)
+            activation = _activation_name(getattr(layer, "activation", None))
+            plan.pre_activation = activation not in _FUSED_ACTIVATIONS
+            if isinstance(layer, keras.layers.Embedding):
+                pass  # a lookup's output is its weights: no range of its own
+            elif plan.pre_activation or not (activation == "linear" and fuses_into_next(layer)):
+                plan.output_site = _make_site(layer, "output", added)
+            plans.append(plan)
+            continue
+        rule = _rule_for(layer)
+        if rule == "float":
+            plans.append(LayerPlan(layer, "output", output_site=_make_site(layer, "output", added),
+                                   reason=SKIP_NO_INT8_KERNEL))
+            continue
+        if rule is None or rule == "weights":
+            float_layers.append((layer.name, SKIP_NO_RULE))
+            continue
+        if rule == "output":
+            plan = LayerPlan(layer, "output")
+            if isinstance(layer, keras.layers.BatchNormalization):
+                plan.reason = SKIP_UNFOLDED_BN
+            if not fuses_into_next(layer) or _is_fusable_activation_layer(layer):
+                plan.output_site = _make_site(layer, "output", added)
+            plans.append(plan)
+        else:
+            plans.append(LayerPlan(layer, rule))
+    return plans, float_layers, folded
+
+
+def _link_biases(model, plans, graph):
+    """Gives each weighted layer with a bias its int32 grid: input range and kernel.
+
+    The input range is the site whose tensor reaches the layer through
+    range-preserving layers (pooling, reshape, dropout) or the model's own
+    input site; where none is found (a subclassed model, a layer fed by a
+    fixed-range output or by a nested model's input) the bias stays float.
+    """
+    by_id = {id(plan.layer): plan for plan in plans}
+    model_plan = by_id.get(id(model))
+    model_inputs = graph.inputs if model_plan is not None else []
+    for plan in plans:
+        layer = plan.layer
+        if plan.kind != "weights" or getattr(layer, "bias", None) is None:
+            continue
+        separable = isinstance(layer, keras.layers.SeparableConv2D)
+        wanted = "pointwise_kernel" if separable else "kernel"
+        kernel = next((w for w in plan.weights
+                       if any(name.lstrip("_") == wanted for name in w.attributes)), None)
+        site = plan.inner_site if separable else _input_site(graph, layer, by_id, model_plan, model_inputs)
+        if kernel is not None and site is not None:
+            plan.bias_kernel, plan.bias_input_site = kernel, site
+
+
+def _input_site(graph, layer, by_id, model_plan, model_inputs):
+    """The range of the tensor `layer` reads, followed back through pass-through layers."""
+    producer = graph.single_producer(layer)
+    while producer is not None:
+        for i, model_input in enumerate(model_inputs):
+            if producer is model_input:
+                return model_plan.input_sites[i]
+        plan = by_id.get(id(producer))
+        if plan is None:
+            return None
+        if plan.output_site is not None:
+            return plan.output_site
+        if plan.kind != "pass":
+            return None
+        producer = graph.single_producer(producer)
+    return None
+
+
+def _input_dtypes(model, count):
+    try:
+        return [str(t.dtype) for t in keras.tree.flatten(model.inputs)]
+    except (AttributeError, ValueError):
+        return [str(getattr(model, "input_dtype", "float32"))] * count
+
+
+def _input_count(model):
+    try:
+        return len(keras.tree.flatten(model.inputs))
+    except (AttributeError, ValueError):
+        return 1

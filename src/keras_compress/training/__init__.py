@@ -1,0 +1,6 @@
+"""Fine-tuning a model under compression: the `finetune` verb and its config."""
+
+from keras_compress.training.api import finetune
+from keras_compress.training.config import FinetuneConfig
+
+__all__ = ["FinetuneConfig", "finetune"]

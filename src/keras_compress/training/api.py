@@ -1,0 +1,55 @@
+"""`finetune`: train a compressed model with every callback its techniques need."""
+
+import time
+
+from keras_compress.core import state as core_state
+from keras_compress.training.config import FinetuneConfig
+
+
+def finetune(model, x, y, config=None, *, verbose=0):
+    """Fine-tunes `model` on `(x, y)` with Adam, keeping its compression state working.
+
+    Each technique the model carries (pruning's mask schedule, clustering's
+    re-assignment) adds the callback it registered, so the caller does not
+    need to know what was applied. The model is compiled for classification
+    (sparse categorical cross-entropy on logits, accuracy).
+
+    Args:
+        model: a Keras classifier, possibly pruned, clustered or prepared for QAT.
+        x, y: training samples and integer labels.
+        config: a `FinetuneConfig` (default: one epoch at 1e-4).
+        verbose: Keras's `fit` verbosity.
+
+    Returns:
+        A dict: `epochs`, `batch_size`, `learning_rate`, `steps_per_epoch`,
+        one boolean per registered technique (whether it was active), and,
+        when anything trained, `seconds`, `final_loss` and `final_accuracy`.
+
+    Raises:
+        TypeError: if `config` is not a `FinetuneConfig`.
+
+    Example:
+    >>> model = keras_compress.prune(model, keras_compress.PruneConfig(0.8))
+    >>> keras_compress.training.finetune(model, x, y, FinetuneConfig(epochs=2))["pruning"]
+    True
+    """
+    from keras_compress import zoo
+
+    config = FinetuneConfig() if config is None else config
+    if not isinstance(config, FinetuneConfig):
+        raise TypeError(f"config must be a FinetuneConfig. Received: {type(config).__name__}")
+    record = {"epochs": config.epochs, "batch_size": config.batch_size,
+              "learning_rate": config.learning_rate, "steps_per_epoch": config.steps_per_epoch(len(x)),
+              **core_state.active_techniques(model)}
+    if config.epochs == 0:
+        return record
+    zoo.compile_for_classification(model, config.learning_rate)
+    callbacks = list(core_state.training_callbacks(model).values())
+    start = time.perf_counter()
+    history = model.fit(x, y, epochs=config.epochs, batch_size=config.batch_size,
+                        callbacks=callbacks, verbose=verbose)
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    for key in ("loss", "accuracy"):
+        if history.history.get(key):
+            record[f"final_{key}"] = float(history.history[key][-1])
+    return record

@@ -1,0 +1,46 @@
+"""`FinetuneConfig`: how long and how fast a compressed model trains."""
+
+import dataclasses
+import math
+
+from keras_compress.core.config import BaseConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig(BaseConfig):
+    """Fine-tuning settings: Adam at `learning_rate` for `epochs` epochs.
+
+    Args:
+        epochs: training epochs, >= 0 (0 trains nothing).
+        batch_size: samples per training step, >= 1.
+        learning_rate: Adam's learning rate, > 0.
+
+    Raises:
+        ValueError: on a value outside its allowed range.
+
+    Example:
+    >>> FinetuneConfig(epochs=2, learning_rate=1e-4).steps_per_epoch(60000)
+    469
+    """
+
+    epochs: int = dataclasses.field(default=1, metadata={"minimum": 0})
+    batch_size: int = dataclasses.field(default=128, metadata={"minimum": 1})
+    learning_rate: float = 1e-4
+
+    def __post_init__(self):
+        for name, low in (("epochs", 0), ("batch_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"'{name}' must be an integer >= {low}. Received: {name}={value!r}")
+        rate = self.learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
+            raise ValueError(f"'learning_rate' must be > 0. Received: learning_rate={rate!r}")
+
+    def steps_per_epoch(self, num_samples: int) -> int:
+        """Training steps in one epoch over `num_samples` samples.
+
+        Example:
+        >>> FinetuneConfig(batch_size=128).steps_per_epoch(60000)
+        469
+        """
+        return math.ceil(num_samples / self.batch_size)

@@ -1,0 +1,52 @@
+"""The recipe's `finetune` step: `FinetuneConfig`'s fields.
+
+    - finetune: {epochs: 3, batch_size: 128, learning_rate: 1.0e-4}
+"""
+
+import dataclasses
+
+from keras_compress.core.steps import Step, register_step
+from keras_compress.training.config import FinetuneConfig
+
+
+@register_step
+@dataclasses.dataclass(frozen=True)
+class FinetuneStep(Step):
+    """Train for `epochs` with Adam at `learning_rate` (with each technique's callback).
+
+    Example:
+    >>> FinetuneStep({"epochs": 2, "learning_rate": 1e-4}).batch_size
+    128
+    """
+
+    name = "finetune"
+    config_class = FinetuneConfig
+    trains = True
+
+    @property
+    def epochs(self):
+        return self.to_config().epochs
+
+    @property
+    def batch_size(self):
+        return self.to_config().batch_size
+
+    @property
+    def learning_rate(self):
+        return self.to_config().learning_rate
+
+    def steps_per_epoch(self, num_samples: int) -> int:
+        """Training steps in one epoch over `num_samples` samples."""
+        return self.to_config().steps_per_epoch(num_samples)
+
+    def run(self, run, index):
+        from keras_compress.training import finetune
+
+        config = self.to_config()
+        if config.epochs:
+            run.log(f"step {index}: finetune {config.epochs} epoch(s) x "
+                    f"{config.steps_per_epoch(len(run.x_train))} steps, learning rate {config.learning_rate:g}")
+        record = finetune(run.model, run.x_train, run.y_train, config, verbose=1 if run.progress else 0)
+        if config.epochs and not run.techniques:
+            run.techniques.append("finetune")
+        return {"step": index, **record}
