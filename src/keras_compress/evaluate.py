@@ -179,3 +179,15 @@ def sizes(path):
         "raw_bytes": len(data),
         "gzip_bytes": len(gzip.compress(data, compresslevel=9, mtime=0)),
     }
+
+
+def macs(model):
+    """Multiply-accumulates per sample of `model`, per layer and in total (see `core.macs.macs`).
+
+    Example:
+    >>> keras_compress.evaluate.macs(keras_compress.zoo.lenet5())["total"]
+    2293000
+    """
+    from keras_compress.core.macs import macs as count
+
+    return count(model)

@@ -10,7 +10,7 @@ import keras
 from keras import layers
 
 INPUT_SHAPE = (28, 28, 1)
-MODELS = ("lenet_300_100", "lenet5", "bn_cnn", "mobilenet_v2_tiny")
+MODELS = ("lenet_300_100", "lenet5", "bn_cnn", "mobilenet_v2_tiny", "resnet20")
 
 
 def lenet_300_100(input_shape=INPUT_SHAPE, num_classes=10):
@@ -107,6 +107,40 @@ def mobilenet_v2_tiny(input_shape=INPUT_SHAPE, num_classes=10, width=16):
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = layers.Dense(num_classes, name="classifier")(x)
     return keras.Model(inputs, outputs, name="mobilenet_v2_tiny")
+
+
+def _basic_block(x, filters, stride, name):
+    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    if stride != 1 or x.shape[-1] != filters:
+        x = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_shortcut")(x)
+        x = layers.BatchNormalization(name=f"{name}_shortcut_bn")(x)
+    y = layers.Add(name=f"{name}_add")([x, y])
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
+def resnet20(input_shape=INPUT_SHAPE, num_classes=10, width=16):
+    """CIFAR-style ResNet-20 (He et al. 2016): three stages of three basic blocks, widths 16/32/64.
+
+    Each stage's residual stream is one channel group for structured pruning.
+
+    Example:
+    >>> model = keras_compress.zoo.resnet20()
+    """
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for stage, filters in enumerate((width, 2 * width, 4 * width)):
+        for block in range(3):
+            stride = 2 if stage > 0 and block == 0 else 1
+            x = _basic_block(x, filters, stride, name=f"stage{stage}_block{block}")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(num_classes, name="classifier")(x)
+    return keras.Model(inputs, outputs, name="resnet20")
 
 
 def build(name, **kwargs):

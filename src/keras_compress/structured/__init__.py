@@ -1,0 +1,6 @@
+"""Structured pruning: remove whole channels, so every layer really shrinks."""
+
+from keras_compress.structured.api import ChannelPlan, channel_groups, plan_channels, prune_channels
+from keras_compress.structured.config import IMPORTANCES, ChannelPruneConfig
+
+__all__ = ["ChannelPlan", "ChannelPruneConfig", "IMPORTANCES", "channel_groups", "plan_channels", "prune_channels"]

@@ -1,0 +1,69 @@
+"""`ChannelPruneConfig`: how many whole channels to remove, and which."""
+
+import dataclasses
+import re
+from typing import Any
+
+from keras_compress.core.config import BaseConfig
+
+IMPORTANCES = ("l1", "l2", "bn_scale", "random")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelPruneConfig(BaseConfig):
+    """Structured (channel) pruning settings.
+
+    Args:
+        fraction: share of each prunable group's channels removed, in [0, 1).
+        importance: how channels are ranked within a group: `"l1"` or `"l2"`
+            (magnitude of every coupled weight: the producers' filters, the
+            normalization scales, the consumers' input rows), `"bn_scale"`
+            (|gamma| of the group's BatchNormalizations: network slimming;
+            groups without one fall back to `"l1"`), `"random"` (a control),
+            or a callable `group -> scores` (not serialisable).
+        macs_target: keep at most this share of the model's MACs, in (0, 1]:
+            the fraction is then found by bisection (the same for every
+            group) and `fraction` is its upper bound. `None`: use `fraction`.
+        round_to: kept channel counts are multiples of this (SIMD kernels
+            run fastest on multiples of 4 or 8), never more than the group has.
+        min_channels: a group keeps at least this many channels.
+        exclude: regex on layer names: the output channels of a matching
+            layer stay whole (with every channel coupled to them); its input
+            channels may still shrink with the layers that make them.
+        seed: seed of `"random"` importance.
+
+    Raises:
+        ValueError: on a value outside its allowed range.
+
+    Example:
+    >>> cfg = ChannelPruneConfig(fraction=0.5, round_to=8)
+    """
+
+    fraction: float = 0.5
+    importance: Any = dataclasses.field(default="l1", metadata={"recipe_kind": "str"})
+    macs_target: float | None = None
+    round_to: int = dataclasses.field(default=1, metadata={"minimum": 1})
+    min_channels: int = dataclasses.field(default=1, metadata={"minimum": 1})
+    exclude: str | None = dataclasses.field(default=None, metadata={"recipe_kind": "regex"})
+    seed: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) or not 0 <= self.fraction < 1:
+            raise ValueError(f"fraction must be a number in [0, 1). Received: fraction={self.fraction!r}")
+        if not callable(self.importance) and self.importance not in IMPORTANCES:
+            raise ValueError(f"importance must be one of {list(IMPORTANCES)} or a callable group -> scores. "
+                             f"Received: importance={self.importance!r}")
+        if self.macs_target is not None and (
+            isinstance(self.macs_target, bool) or not isinstance(self.macs_target, (int, float))
+            or not 0 < self.macs_target <= 1
+        ):
+            raise ValueError(f"macs_target must be None or a number in (0, 1]. Received: macs_target={self.macs_target!r}")
+        for name in ("round_to", "min_channels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1. Received: {name}={value!r}")
+        if self.exclude is not None:
+            try:
+                re.compile(self.exclude)
+            except (re.error, TypeError) as error:
+                raise ValueError(f"exclude must be a regular expression ({error}). Received: exclude={self.exclude!r}") from None

@@ -1,0 +1,53 @@
+"""The recipe's `prune_channels` step: `ChannelPruneConfig`'s fields.
+
+    - prune_channels: {fraction: 0.5, importance: l1, round_to: 8}
+    - finetune: {epochs: 2}
+
+Iterative structured pruning is several of these, each followed by a
+`finetune` step (each removes `fraction` of the channels left). The step
+strips earlier state first and replaces the run's model by the smaller one.
+"""
+
+import dataclasses
+
+from keras_compress.core.steps import Step, register_step
+from keras_compress.structured.config import ChannelPruneConfig
+
+
+@register_step
+@dataclasses.dataclass(frozen=True)
+class ChannelPruneStep(Step):
+    """Remove whole channels with `prune_channels(model, ChannelPruneConfig(**settings))`.
+
+    Example:
+    >>> ChannelPruneStep({"fraction": 0.25}).to_config().fraction
+    0.25
+    """
+
+    name = "prune_channels"
+    config_class = ChannelPruneConfig
+    strips = True
+    changes_weights = True
+
+    def prepare(self, run, index, steps):
+        # A subclassed model or an exclude that matches nothing fails before anything is written.
+        from keras_compress.structured.api import plan_channels
+
+        if not any(s.name == self.name for s in steps[: index - 1]):
+            try:
+                plan_channels(run.model, self.to_config())
+            except ValueError as error:
+                raise ValueError(f"recipe step {index} ({self.name}): {error}") from None
+
+    def run(self, run, index):
+        from keras_compress.structured.api import build_pruned, plan_channels
+
+        run.strip()
+        config = self.to_config()
+        plan = plan_channels(run.model, config)
+        summary = plan.summary()
+        run.log(f"step {index}: prune_channels ({summary['groups_pruned']} of {summary['groups']} groups "
+                f"narrowed, MACs {summary['macs_before']:,} -> {summary['macs_after']:,})")
+        run.model = build_pruned(run.model, plan)
+        run.techniques.append(f"channels -{round(100 * plan.fraction):g}%")
+        return {"step": index, "config": config.to_dict(), **summary}

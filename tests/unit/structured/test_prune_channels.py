@@ -1,0 +1,284 @@
+"""Structured pruning: channel groups for each coupling kind, exact removal, MACs, bad input."""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from builders import TinySubclassed, seeded
+from keras_compress import zoo
+from keras_compress.core.channels import ChannelGraph
+from keras_compress.core.macs import macs
+from keras_compress.structured import ChannelPruneConfig, channel_groups, plan_channels, prune_channels
+from keras_compress.structured.api import _in_axis, _short_name
+
+
+def plain_cnn():
+    seeded()
+    inputs = keras.Input((12, 12, 3))
+    x = layers.Conv2D(8, 3, padding="same", name="c1")(inputs)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.ReLU()(x)
+    x = layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = layers.Conv2D(12, 3, name="c2")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(4, name="head")(x))
+
+
+def residual():
+    seeded(1)
+    inputs = keras.Input((10, 10, 3))
+    stem = layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = layers.Conv2D(6, 3, padding="same", activation="relu", name="a1")(stem)
+    x = layers.Conv2D(8, 3, padding="same", name="a2")(x)
+    x = layers.Add(name="add")([stem, x])
+    y = layers.SeparableConv2D(8, 3, padding="same", name="sep")(x)
+    x = layers.Add(name="add2")([x, y])
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(4, name="head")(x))
+
+
+def squeeze_excite():
+    seeded(2)
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(12, 3, padding="same", activation="relu", name="conv")(inputs)
+    gate = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    gate = layers.Dense(4, activation="relu", name="squeeze")(gate)
+    gate = layers.Dense(12, activation="sigmoid", name="excite")(gate)
+    x = layers.Multiply(name="scale")([x, gate])
+    x = layers.Conv2D(6, 1, name="after")(x)
+    return keras.Model(inputs, layers.Dense(3, name="head")(layers.Flatten()(x)))
+
+
+def dense_concat():
+    seeded(3)
+    inputs = keras.Input((8, 8, 2))
+    a = layers.Conv2D(6, 3, padding="same", name="a")(inputs)
+    b = layers.Conv2D(4, 3, padding="same", name="b")(a)
+    x = layers.Concatenate(name="cat")([a, b])
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.Conv2D(5, 1, name="trans")(x)
+    return keras.Model(inputs, layers.Dense(3, name="head")(layers.GlobalAveragePooling2D()(x)))
+
+
+def flatten_dense():
+    seeded(4)
+    inputs = keras.Input((6, 6, 1))
+    x = layers.Conv2D(5, 3, activation="relu", name="conv")(inputs)
+    x = layers.Flatten()(x)
+    x = layers.Dense(7, activation="relu", name="fc")(x)
+    return keras.Model(inputs, layers.Dense(3, name="head")(x))
+
+
+def nested_backbone():
+    seeded(5)
+    inner_in = keras.Input((8, 8, 3))
+    y = layers.Conv2D(8, 3, padding="same", activation="relu", name="bb_conv1")(inner_in)
+    y = layers.BatchNormalization(name="bb_bn")(y)
+    y = layers.Conv2D(10, 3, padding="same", name="bb_conv2")(y)
+    backbone = keras.Model(inner_in, y, name="backbone")
+    inputs = keras.Input((8, 8, 3))
+    x = backbone(inputs)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(6, activation="relu", name="neck")(x)
+    return keras.Model(inputs, layers.Dense(3, name="head")(x))
+
+
+def transpose_sequential():
+    seeded(6)
+    return keras.Sequential([
+        keras.Input((6, 6, 2)),
+        layers.Conv2D(6, 3, padding="same", name="enc"),
+        layers.Conv2DTranspose(5, 3, strides=2, padding="same", name="dec"),
+        layers.Conv2D(2, 1, name="out"),
+    ])
+
+
+MODELS = {"plain_cnn": plain_cnn, "residual": residual, "squeeze_excite": squeeze_excite,
+          "dense_concat": dense_concat, "flatten_dense": flatten_dense, "nested_backbone": nested_backbone,
+          "transpose_sequential": transpose_sequential}
+
+
+def groups_by_name(model):
+    return {g["name"]: g for g in channel_groups(model)}
+
+
+def test_a_convolution_is_coupled_with_its_normalization_depthwise_and_consumer():
+    groups = groups_by_name(plain_cnn())
+    assert groups["c1"]["layers"] == ["c1", "bn1", "dw", "c2"] and groups["c1"]["channels"] == 8
+    assert groups["c2"]["layers"] == ["c2", "head"] and groups["c2"]["prunable"]
+    assert not groups["head"]["prunable"] and groups["head"]["reasons"] == ["feeds a model output"]
+
+
+def test_a_residual_stream_is_one_group():
+    groups = groups_by_name(residual())
+    assert set(groups["stem"]["producers"]) == {"stem", "a2", "sep"}
+    assert {"a1", "sep", "head"} <= set(groups["stem"]["layers"])
+    assert groups["a1"]["layers"] == ["a1", "a2"]
+
+
+def test_a_squeeze_excitation_gate_is_coupled_with_what_it_scales():
+    groups = groups_by_name(squeeze_excite())
+    assert set(groups["conv"]["producers"]) == {"conv", "excite"}
+    assert {"squeeze", "after"} <= set(groups["conv"]["layers"])
+    assert groups["squeeze"]["layers"] == ["squeeze", "excite"]
+
+
+def test_a_concatenation_keeps_each_input_in_its_own_group_with_offsets():
+    model = dense_concat()
+    graph = ChannelGraph(model)
+    by_name = {g.name: g for g in graph.groups()}
+    offsets = {(m.layer.name, m.role): m.offset for m in by_name["b"].members}
+    assert offsets[("trans", "in")] == 6 and offsets[("bn", "chan")] == 6
+    assert {(m.layer.name, m.role): m.offset for m in by_name["a"].members}[("trans", "in")] == 0
+
+
+def test_flatten_before_dense_carries_the_spatial_tiling():
+    graph = ChannelGraph(flatten_dense())
+    member = next(m for m in graph.groups()[0].members if m.layer.name == "fc")
+    assert (member.width, member.tile) == (5, 16)
+
+
+def test_a_nested_backbone_is_read_through():
+    groups = groups_by_name(nested_backbone())
+    assert groups["bb_conv1"]["layers"] == ["bb_conv1", "bb_bn", "bb_conv2"]
+    assert groups["bb_conv2"]["layers"] == ["bb_conv2", "neck"] and groups["bb_conv2"]["prunable"]
+
+
+def test_a_layer_it_cannot_reason_about_is_a_wall_not_an_error():
+    seeded()
+    inputs = keras.Input((6, 6, 2))
+    x = layers.Conv2D(4, 3, name="before")(inputs)
+    x = layers.Permute((2, 1, 3), name="odd")(x)
+    x = layers.Conv2D(4, 3, name="after")(x)
+    groups = groups_by_name(keras.Model(inputs, layers.Dense(2, name="head")(layers.Flatten()(x))))
+    assert not groups["before"]["prunable"]
+    assert "odd (Permute) is not supported" in groups["before"]["reasons"][0]
+    assert groups["after"]["prunable"]
+
+
+def _zero_removed_inputs(model, removed):
+    """Zeroes the consumers' weights of the channels that will be removed (their effect becomes zero)."""
+    for group in ChannelGraph(model).groups():
+        drop = removed.get(group.name)
+        if drop is None:
+            continue
+        for member in group.members:
+            if member.role != "in":
+                continue
+            for variable in member.layer.weights:
+                axis = _in_axis(member.layer, _short_name(variable))
+                if axis is None or variable.ndim < 2:
+                    continue
+                value = np.array(variable)
+                index = [p * member.width + member.offset + k for p in range(member.tile) for k in drop]
+                moved = np.moveaxis(value, axis, 0)
+                moved[index] = 0
+                variable.assign(np.moveaxis(moved, 0, axis))
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_removing_channels_with_zero_effect_gives_identical_outputs(kind):
+    model = MODELS[kind]()
+    fraction = 0.5
+    removed = {g.name: list(range(int(np.floor(fraction * g.size)))) for g in ChannelGraph(model).groups() if g.prunable}
+    assert removed, "the model has no prunable group"
+    _zero_removed_inputs(model, removed)
+
+    def importance(group):
+        scores = np.ones(group.size)
+        scores[removed[group.name]] = 0.0
+        return scores
+
+    x = np.random.default_rng(0).normal(size=(4, *model.input_shape[1:])).astype("float32")
+    small = prune_channels(model, ChannelPruneConfig(fraction=fraction, importance=importance))
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
+    assert small.count_params() < model.count_params()
+    assert macs(small)["total"] < macs(model)["total"]
+
+
+def test_the_pruned_model_saves_and_loads_without_custom_objects(tmp_path):
+    model = residual()
+    small = prune_channels(model, ChannelPruneConfig(fraction=0.5))
+    path = tmp_path / "small.keras"
+    small.save(path)
+    loaded = keras.saving.load_model(path)
+    x = np.random.default_rng(1).normal(size=(2, 10, 10, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), small.predict(x, verbose=0), rtol=1e-6)
+    assert loaded.get_layer("a1").filters == 3 and loaded.get_layer("stem").filters == 4
+
+
+def test_macs_match_hand_counts():
+    counts = macs(zoo.lenet5())
+    assert counts["layers"]["conv1"] == 24 * 24 * 5 * 5 * 1 * 20
+    assert counts["layers"]["conv2"] == 8 * 8 * 5 * 5 * 20 * 50
+    assert counts["layers"]["fc1"] == 800 * 500 and counts["layers"]["fc2"] == 500 * 10
+    assert counts["total"] == 2_293_000
+    sep = macs(residual())["layers"]["sep"]
+    assert sep == 10 * 10 * (9 * 8 + 8 * 8)
+
+
+def test_the_planned_macs_are_the_built_models_macs():
+    for builder in (zoo.mobilenet_v2_tiny, residual, dense_concat, squeeze_excite):
+        model = builder()
+        plan = plan_channels(model, ChannelPruneConfig(fraction=0.5, round_to=2))
+        from keras_compress.structured.api import build_pruned
+
+        assert plan.macs_after == macs(build_pruned(model, plan))["total"]
+
+
+def test_round_to_and_min_channels_bound_the_kept_counts():
+    model = plain_cnn()
+    small = prune_channels(model, ChannelPruneConfig(fraction=0.9, round_to=4))
+    assert small.get_layer("c1").filters == 4 and small.get_layer("c2").filters == 4
+    small = prune_channels(model, ChannelPruneConfig(fraction=0.9, min_channels=6))
+    assert small.get_layer("c1").filters == 6
+
+
+def test_a_macs_target_is_met():
+    model = zoo.mobilenet_v2_tiny()
+    plan = plan_channels(model, ChannelPruneConfig(fraction=0.9, macs_target=0.5))
+    assert plan.macs_after <= 0.5 * plan.macs_before
+    assert plan.macs_after > 0.3 * plan.macs_before  # bisection, not the upper bound
+    with pytest.raises(ValueError, match="macs_target=0.01 cannot be met"):
+        plan_channels(model, ChannelPruneConfig(fraction=0.5, macs_target=0.01))
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "random"])
+def test_every_importance_prunes_the_same_counts(importance):
+    small = prune_channels(plain_cnn(), ChannelPruneConfig(fraction=0.5, importance=importance))
+    assert small.get_layer("c1").filters == 4 and small.get_layer("c2").filters == 6
+
+
+def test_l1_keeps_the_largest_filters():
+    model = flatten_dense()
+    kernel = np.array(model.get_layer("conv").kernel)
+    kernel[..., [0, 2]] *= 100.0
+    model.get_layer("conv").kernel.assign(kernel)
+    small = prune_channels(model, ChannelPruneConfig(fraction=0.6))
+    np.testing.assert_allclose(np.array(small.get_layer("conv").kernel), kernel[..., [0, 2]])
+
+
+def test_bad_input_fails_clearly_and_leaves_the_model_untouched():
+    model = plain_cnn()
+    before = [np.array(w) for w in model.weights]
+    with pytest.raises(ValueError, match="fraction must be a number in \\[0, 1\\)"):
+        ChannelPruneConfig(fraction=1.0)
+    with pytest.raises(ValueError, match="importance must be one of"):
+        ChannelPruneConfig(importance="taylor2")
+    with pytest.raises(ValueError, match="exclude='nothing_here' matches no layer"):
+        prune_channels(model, ChannelPruneConfig(exclude="nothing_here"))
+    with pytest.raises(TypeError, match="ChannelPruneConfig"):
+        prune_channels(model, {"fraction": 0.5})
+    sub = TinySubclassed()
+    sub(np.zeros((1, 16), "float32"))
+    with pytest.raises(ValueError, match="needs a Functional or Sequential model"):
+        prune_channels(sub, ChannelPruneConfig())
+    for old, new in zip(before, model.weights):
+        np.testing.assert_array_equal(old, np.array(new))
+
+
+def test_exclude_leaves_matching_groups_whole():
+    small = prune_channels(plain_cnn(), ChannelPruneConfig(fraction=0.5, exclude="^c2$"))
+    assert small.get_layer("c2").filters == 12 and small.get_layer("c1").filters == 4
