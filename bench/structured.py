@@ -28,24 +28,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_compress as kc  # noqa: E402
+import qat as qat_bench  # noqa: E402 - its cached baselines
 from keras_compress.cli import main as cli  # noqa: E402
 from keras_compress.core.macs import macs  # noqa: E402
 from keras_compress.export import litert  # noqa: E402
 from keras_compress.structured import ChannelPruneConfig, plan_channels  # noqa: E402
 from keras_compress.structured.api import build_pruned  # noqa: E402
 from keras_compress.training import FinetuneConfig, finetune  # noqa: E402
-
-
-def baseline(name, dataset, epochs, x, y):
-    path = os.path.join(cli.cache_dir(), f"{name}-{dataset}-e{epochs}-{keras.backend.backend()}.keras")
-    if os.path.isfile(path):
-        return cli.load_model(path)
-    keras.utils.set_random_seed(0)
-    model = kc.zoo.build(name)
-    kc.zoo.train(model, x, y, epochs=epochs, batch_size=128, learning_rate=1e-3, verbose=0)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    model.save(path)
-    return model
 
 
 def accuracy(model, x, y):
@@ -72,7 +61,8 @@ def run_model(name, args, folder):
     (x, y), (xt, yt) = kc.datasets.load(args.dataset)
     if args.quick:
         x, y, xt, yt = x[:6000], y[:6000], xt[:2000], yt[:2000]
-    base = baseline(name, args.dataset + ("-quick" if args.quick else ""), args.epochs, x, y)
+    base = cli.load_model(qat_bench.baseline(name, args.dataset + ("-quick" if args.quick else ""),
+                                             args.epochs, x, y))
     fine = FinetuneConfig(epochs=args.finetune_epochs, batch_size=128, learning_rate=args.learning_rate)
     keras.utils.set_random_seed(args.seed)
     control = keras.models.clone_model(base)

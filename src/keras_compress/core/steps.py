@@ -376,6 +376,14 @@ class Step:
             fail(location, str(error))
         return step
 
+    def __getattr__(self, name):
+        # `step.epochs` reads the config's field (with its default when the recipe left it out).
+        config_class = type(self).config_class
+        if name.startswith("_") or config_class is None or name not in {
+                f.name for f in dataclasses.fields(config_class)}:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(self.to_config(), name)
+
     def validate(self):
         """Checks the step on its own (by default: its config builds). Raises ValueError/TypeError."""
         self.to_config()

@@ -55,18 +55,6 @@ class ExportStep(Step):
     strips = True
     implicit_last = True
 
-    @property
-    def formats(self):
-        return self.to_config().formats
-
-    @property
-    def calibration_samples(self):
-        return self.to_config().calibration_samples
-
-    @property
-    def int8_io(self):
-        return self.to_config().int8_io
-
     def check_order(self, index, steps):
         exports = [i for i, step in enumerate(steps, 1) if isinstance(step, ExportStep)]
         if len(exports) > 1:

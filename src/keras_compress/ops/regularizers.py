@@ -41,3 +41,27 @@ def weighted_penalty(weight, coefficients, norm="l1"):
     coefficients = ops.cast(coefficients, weight.dtype)
     term = ops.abs(weight) if norm == "l1" else ops.square(weight)
     return ops.sum(coefficients * term)
+
+
+def group_lasso(weight, axis=-1):
+    """Group lasso over the slices of `weight` along `axis`: the sum of each slice's L2 norm.
+
+    Pushes whole filters (output channels) to zero together, which is what
+    structured pruning then removes.
+
+    Args:
+        weight: a tensor.
+        axis: the axis whose indices are the groups (a kernel's output channels: -1).
+
+    Returns:
+        A scalar tensor.
+
+    Example:
+    >>> float(group_lasso(np.array([[3.0, 0.0], [4.0, 0.0]])))
+    5.0
+    """
+    from keras import ops
+
+    moved = ops.moveaxis(weight, axis, 0)
+    flat = ops.reshape(moved, (ops.shape(moved)[0], -1))
+    return ops.sum(ops.sqrt(ops.sum(ops.square(flat), axis=1) + 1e-12))

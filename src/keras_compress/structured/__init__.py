@@ -2,5 +2,6 @@
 
 from keras_compress.structured.api import ChannelPlan, channel_groups, plan_channels, prune_channels
 from keras_compress.structured.config import IMPORTANCES, ChannelPruneConfig
+from keras_compress.structured.sparsity import channel_sparsity
 
-__all__ = ["ChannelPlan", "ChannelPruneConfig", "IMPORTANCES", "channel_groups", "plan_channels", "prune_channels"]
+__all__ = ["ChannelPlan", "ChannelPruneConfig", "IMPORTANCES", "channel_groups", "channel_sparsity", "plan_channels", "prune_channels"]

@@ -17,7 +17,7 @@ import numpy as np
 
 from keras_compress.core import macs as macs_lib
 from keras_compress.core.channels import ChannelGraph, expand
-from keras_compress.structured.config import ChannelPruneConfig
+from keras_compress.structured.config import DATA_IMPORTANCES, ChannelPruneConfig
 
 _OUT_KEYS = {"Dense": "units", "Embedding": "output_dim"}  # everything else that makes channels: "filters"
 _TRANSPOSE = ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
@@ -75,14 +75,16 @@ def _gather(rows, member, size):
     return table[:, member.offset: member.offset + size].sum(axis=0)
 
 
-def group_scores(group, importance="l1", rng=None):
+def group_scores(group, importance="l1", rng=None, weight_scores=None):
     """Importance of each channel of a group: larger is kept first.
 
     Args:
         group: a `core.channels.Group`.
-        importance: `"l1"`, `"l2"`, `"bn_scale"`, `"random"` or a callable
-            `group -> scores` (see `ChannelPruneConfig`).
+        importance: `"l1"`, `"l2"`, `"bn_scale"`, `"random"`, `"taylor"`,
+            `"fisher"` or a callable `group -> scores` (see `ChannelPruneConfig`).
         rng: a NumPy `Generator` for `"random"`.
+        weight_scores: for `"taylor"` and `"fisher"`, `importance.score`'s
+            `{variable path: per-weight scores}`, summed over each channel's weights.
 
     Returns:
         A float64 array of `group.size` scores.
@@ -109,19 +111,25 @@ def group_scores(group, importance="l1", rng=None):
         if found:
             return scores
         importance = "l1"  # no BatchNormalization in the group: magnitude instead
-    power = 1 if importance == "l1" else 2
+    power = 2 if importance == "l2" else 1
     scores = np.zeros(group.size)
     for member in group.members:
-        for variable in member.layer.weights:
+        # Trainable weights only: a BatchNormalization's moving statistics say nothing of importance.
+        for variable in member.layer.trainable_weights:
+            values = variable
+            if weight_scores is not None:
+                values = weight_scores.get(variable.path)
+                if values is None:
+                    continue
             name = _short_name(variable)
             if member.role == "out":
                 axis = _out_axis(member.layer, name)
                 if axis is not None:
-                    scores += _per_index(variable, axis, power)
+                    scores += _per_index(values, axis, power)
             else:
                 axis = _in_axis(member.layer, name)
                 if axis is not None:
-                    scores += _gather(_per_index(variable, axis, power), member, group.size)
+                    scores += _gather(_per_index(values, axis, power), member, group.size)
     return scores
 
 
@@ -230,12 +238,13 @@ def _macs_after(graph, keep, base):
     return int(round(total))
 
 
-def plan_channels(model, config=None):
+def plan_channels(model, config=None, data=None):
     """Decides which channels `prune_channels` removes, without building anything.
 
     Args:
         model: a Sequential or Functional Keras model.
         config: a `ChannelPruneConfig` (default: half of each group's channels, by L1).
+        data: `(x, y)` for the data-driven importances (`"taylor"`, `"fisher"`).
 
     Returns:
         A `ChannelPlan`.
@@ -268,7 +277,15 @@ def plan_channels(model, config=None):
             if any(pattern.search(name) for name in group.layers("out")):
                 group.reasons.append(f"excluded by exclude={config.exclude!r}")
     rng = np.random.default_rng(config.seed)
-    scores = {id(g.dim): group_scores(g, config.importance, rng) for g in groups if g.prunable}
+    weight_scores = None
+    if config.importance in DATA_IMPORTANCES:
+        if data is None:
+            raise ValueError(f"importance={config.importance!r} is measured on data: pass data=(x, y) "
+                             "(a few thousand training samples).")
+        from keras_compress.importance import score
+
+        weight_scores = score(model, data, method=config.importance)
+    scores = {id(g.dim): group_scores(g, config.importance, rng, weight_scores) for g in groups if g.prunable}
     base = macs_lib.macs(model)
     before = base["total"]
     fraction = config.fraction
@@ -383,7 +400,9 @@ def prune_channels(model, config=None, *, data=None):
     Args:
         model: a built Sequential or Functional Keras model (nested models included).
         config: a `ChannelPruneConfig` (default: half of each group's channels by L1).
-        data: unused by the magnitude importances; reserved for data-driven ones.
+        data: `(x, y)`, needed by `importance="taylor"` and `"fisher"`
+            (first-order Taylor `|w * g|` and empirical Fisher scores from
+            `keras_compress.importance.score`, summed over each channel's weights).
 
     Returns:
         The pruned model: same class, layer types and names, narrower
@@ -400,5 +419,4 @@ def prune_channels(model, config=None, *, data=None):
     >>> keras_compress.evaluate.macs(small)["total"] < keras_compress.evaluate.macs(model)["total"]
     True
     """
-    del data
-    return build_pruned(model, plan_channels(model, config))
+    return build_pruned(model, plan_channels(model, config, data))

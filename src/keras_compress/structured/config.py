@@ -6,7 +6,8 @@ from typing import Any
 
 from keras_compress.core.config import BaseConfig
 
-IMPORTANCES = ("l1", "l2", "bn_scale", "random")
+IMPORTANCES = ("l1", "l2", "bn_scale", "random", "taylor", "fisher")
+DATA_IMPORTANCES = ("taylor", "fisher")  # measured on data: prune_channels(..., data=(x, y))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +21,10 @@ class ChannelPruneConfig(BaseConfig):
             normalization scales, the consumers' input rows), `"bn_scale"`
             (|gamma| of the group's BatchNormalizations: network slimming;
             groups without one fall back to `"l1"`), `"random"` (a control),
-            or a callable `group -> scores` (not serialisable).
+            `"taylor"` / `"fisher"` (first-order Taylor and empirical Fisher
+            scores of the named-weights analysis, summed over the coupled
+            weights; need `data`), or a callable `group -> scores` (not
+            serialisable).
         macs_target: keep at most this share of the model's MACs, in (0, 1]:
             the fraction is then found by bisection (the same for every
             group) and `fraction` is its upper bound. `None`: use `fraction`.

@@ -10,8 +10,13 @@ strips earlier state first and replaces the run's model by the smaller one.
 
 import dataclasses
 
+import numpy as np
+
 from keras_compress.core.steps import Step, register_step
-from keras_compress.structured.config import ChannelPruneConfig
+from keras_compress.structured.config import DATA_IMPORTANCES, ChannelPruneConfig
+
+# Data-driven importances are scored on at most this many of the last training samples.
+SCORE_SAMPLES = 2000
 
 
 @register_step
@@ -34,8 +39,11 @@ class ChannelPruneStep(Step):
         from keras_compress.structured.api import plan_channels
 
         if not any(s.name == self.name for s in steps[: index - 1]):
+            config = self.to_config()
+            if config.importance in DATA_IMPORTANCES:  # the scores are measured when the step runs
+                config = dataclasses.replace(config, importance="l1")
             try:
-                plan_channels(run.model, self.to_config())
+                plan_channels(run.model, config)
             except ValueError as error:
                 raise ValueError(f"recipe step {index} ({self.name}): {error}") from None
 
@@ -44,7 +52,12 @@ class ChannelPruneStep(Step):
 
         run.strip()
         config = self.to_config()
-        plan = plan_channels(run.model, config)
+        data = None
+        if config.importance in DATA_IMPORTANCES:
+            held_out = min(SCORE_SAMPLES, len(run.x_train))
+            data = (np.asarray(run.x_train[-held_out:]), np.asarray(run.y_train[-held_out:]))
+            run.log(f"step {index}: {config.importance} scores on {held_out} training samples")
+        plan = plan_channels(run.model, config, data)
         summary = plan.summary()
         run.log(f"step {index}: prune_channels ({summary['groups_pruned']} of {summary['groups']} groups "
                 f"narrowed, MACs {summary['macs_before']:,} -> {summary['macs_after']:,})")

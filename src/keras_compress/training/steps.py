@@ -23,18 +23,6 @@ class FinetuneStep(Step):
     config_class = FinetuneConfig
     trains = True
 
-    @property
-    def epochs(self):
-        return self.to_config().epochs
-
-    @property
-    def batch_size(self):
-        return self.to_config().batch_size
-
-    @property
-    def learning_rate(self):
-        return self.to_config().learning_rate
-
     def steps_per_epoch(self, num_samples: int) -> int:
         """Training steps in one epoch over `num_samples` samples."""
         return self.to_config().steps_per_epoch(num_samples)

@@ -282,3 +282,68 @@ def test_bad_input_fails_clearly_and_leaves_the_model_untouched():
 def test_exclude_leaves_matching_groups_whole():
     small = prune_channels(plain_cnn(), ChannelPruneConfig(fraction=0.5, exclude="^c2$"))
     assert small.get_layer("c2").filters == 12 and small.get_layer("c1").filters == 4
+
+
+@pytest.mark.parametrize("importance", ["taylor", "fisher"])
+def test_data_driven_importances_need_data_and_prune_the_same_counts(importance):
+    model = plain_cnn()
+    with pytest.raises(ValueError, match="pass data=\\(x, y\\)"):
+        prune_channels(model, ChannelPruneConfig(importance=importance))
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(32, 12, 12, 3)).astype("float32"), rng.integers(0, 4, 32).astype("int32"))
+    small = prune_channels(model, ChannelPruneConfig(fraction=0.5, importance=importance), data=data)
+    assert small.get_layer("c1").filters == 4 and small.get_layer("c2").filters == 6
+
+
+def test_magnitude_importance_ignores_normalization_statistics():
+    model = plain_cnn()
+    bn = model.get_layer("bn1")
+    variance = np.ones(8, "float32")
+    variance[:4] = 1e6  # huge moving variances must not make channels 0-3 look important
+    bn.moving_variance.assign(variance)
+    kernel = np.array(model.get_layer("c1").kernel)
+    kernel[..., 4:] *= 10.0
+    model.get_layer("c1").kernel.assign(kernel)
+    small = prune_channels(model, ChannelPruneConfig(fraction=0.5))
+    np.testing.assert_allclose(np.array(small.get_layer("c1").kernel), kernel[..., 4:])
+
+
+def test_the_shipped_structured_recipe_parses_and_round_trips():
+    import pathlib
+
+    import yaml
+
+    from keras_compress.cli.recipe import load_recipe
+
+    path = pathlib.Path(__file__).resolve().parents[3] / "recipes" / "structured.yaml"
+    recipe = load_recipe(path)
+    assert recipe.steps[0].to_config() == ChannelPruneConfig(fraction=0.5, importance="l1", round_to=4)
+    assert load_recipe(yaml.safe_dump(recipe.to_dict())) == recipe
+
+
+@pytest.mark.parametrize("kind", ["bn_scale", "group_lasso"])
+def test_sparsity_training_shrinks_the_penalised_channels_and_strips_off(kind):
+    from keras_compress import strip
+    from keras_compress.structured import channel_sparsity
+
+    model = plain_cnn()
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 12, 12, 3)).astype("float32"), rng.integers(0, 4, 64).astype("int32")
+    def target_of(m):
+        return m.get_layer("bn1").gamma if kind == "bn_scale" else m.get_layer("c1").kernel
+
+    control = plain_cnn()  # the same model and data without the penalty
+    zoo.compile_for_classification(control, 1e-2)
+    keras.utils.set_random_seed(0)
+    control.fit(x, y, epochs=5, batch_size=16, verbose=0)
+    target = target_of(model)
+    channel_sparsity(model, 0.05, kind)
+    assert target.regularizer is not None and len(model.losses) >= 1
+    zoo.compile_for_classification(model, 1e-2)
+    keras.utils.set_random_seed(0)
+    model.fit(x, y, epochs=5, batch_size=16, verbose=0)
+    assert float(np.abs(np.array(target)).sum()) < 0.9 * float(np.abs(np.array(target_of(control))).sum())
+    strip(model)
+    assert target.regularizer is None
+    with pytest.raises(ValueError, match="kind must be one of"):
+        channel_sparsity(model, 0.1, "l0")
