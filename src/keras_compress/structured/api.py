@@ -141,16 +141,19 @@ class ChannelPlan:
         graph: the `ChannelGraph` read from the model.
         groups: every group (prunable or not).
         keep: `{id(group dim): sorted kept channel indices}` for groups that shrink.
-        fraction: the share of channels removed from each prunable group.
+        fraction: the share of channels removed from each prunable group
+            (`{id(group dim): share}` when allocated by sensitivity).
+        curves: with `allocation="sensitivity"`, `{group name: [(fraction, accuracy)]}`.
         macs_before, macs_after: the model's MACs per sample, before and after.
     """
 
     graph: ChannelGraph
     groups: list
     keep: dict
-    fraction: float
+    fraction: object
     macs_before: int
     macs_after: int
+    curves: dict | None = None
 
     def summary(self):
         """A JSON-able summary: counts of groups pruned and left whole (by reason), MACs, each group."""
@@ -163,7 +166,10 @@ class ChannelPlan:
                  "kept": len(self.keep.get(id(g.dim), range(g.size))),
                  "layers": g.layers(), "left whole because": g.reasons[0] if g.reasons else None}
                 for g in self.groups]
-        return {"fraction": self.fraction, "groups": len(self.groups),
+        fraction = self.fraction
+        if isinstance(fraction, dict):  # per group (allocation='sensitivity'): by group name
+            fraction = {g.name: fraction.get(id(g.dim), 0.0) for g in self.groups if g.prunable}
+        return {"fraction": fraction, "groups": len(self.groups),
                 "groups_pruned": sum(id(g.dim) in self.keep for g in self.groups),
                 "groups_left_whole": sum(not g.prunable for g in self.groups),
                 "left_whole_by_reason": whole,
@@ -201,11 +207,13 @@ def _keep_count(size, fraction, config):
 
 
 def _choose(groups, scores, fraction, config):
+    """`{id(dim): kept indices}`; `fraction` is one share for every group or `{id(dim): share}`."""
     keep = {}
     for group in groups:
         if not group.prunable:
             continue
-        count = _keep_count(group.size, fraction, config)
+        share = fraction.get(id(group.dim), 0.0) if isinstance(fraction, dict) else fraction
+        count = _keep_count(group.size, share, config)
         if count < group.size:
             order = np.argsort(-scores[id(group.dim)], kind="stable")
             keep[id(group.dim)] = np.sort(order[:count])
@@ -288,11 +296,24 @@ def plan_channels(model, config=None, data=None):
     scores = {id(g.dim): group_scores(g, config.importance, rng, weight_scores) for g in groups if g.prunable}
     base = macs_lib.macs(model)
     before = base["total"]
-    fraction = config.fraction
-    if config.macs_target is not None:
+    fraction, curves = config.fraction, None
+    if config.allocation == "sensitivity":
+        if data is None:
+            raise ValueError("allocation='sensitivity' measures each group's accuracy curve: pass data=(x, y) "
+                             "(held-out samples with integer labels).")
+        from keras_compress.structured.allocation import sensitivity_fractions
+
+        def build(keep):
+            return build_pruned(model, ChannelPlan(graph, groups, keep, 0.0, before, before))
+
+        fraction, curves = sensitivity_fractions(model, graph, groups, scores, config, data, base["layers"],
+                                                 before, _choose, _macs_after, build)
+    elif config.macs_target is not None:
         fraction = _fraction_for_macs(graph, groups, scores, config, base["layers"], before)
     keep = _choose(groups, scores, fraction, config)
-    return ChannelPlan(graph, groups, keep, fraction, before, _macs_after(graph, keep, base["layers"]))
+    plan = ChannelPlan(graph, groups, keep, fraction, before, _macs_after(graph, keep, base["layers"]))
+    plan.curves = curves
+    return plan
 
 
 def _fraction_for_macs(graph, groups, scores, config, base, before):

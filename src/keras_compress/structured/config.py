@@ -6,6 +6,7 @@ from typing import Any
 
 from keras_compress.core.config import BaseConfig
 
+ALLOCATIONS = ("uniform", "sensitivity")
 IMPORTANCES = ("l1", "l2", "bn_scale", "random", "taylor", "fisher")
 DATA_IMPORTANCES = ("taylor", "fisher")  # measured on data: prune_channels(..., data=(x, y))
 
@@ -35,6 +36,11 @@ class ChannelPruneConfig(BaseConfig):
             layer stay whole (with every channel coupled to them); its input
             channels may still shrink with the layers that make them.
         seed: seed of `"random"` importance.
+        allocation: `"uniform"` (every group loses the same share) or
+            `"sensitivity"` (each group's accuracy is measured with a
+            quarter, half and three quarters of its channels removed, the
+            others intact, and the `macs_target` budget is spent where it
+            costs least accuracy per MAC saved; needs `macs_target` and `data`).
 
     Raises:
         ValueError: on a value outside its allowed range.
@@ -50,6 +56,7 @@ class ChannelPruneConfig(BaseConfig):
     min_channels: int = dataclasses.field(default=1, metadata={"minimum": 1})
     exclude: str | None = dataclasses.field(default=None, metadata={"recipe_kind": "regex"})
     seed: int = 0
+    allocation: str = "uniform"
 
     def __post_init__(self):
         if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) or not 0 <= self.fraction < 1:
@@ -62,6 +69,11 @@ class ChannelPruneConfig(BaseConfig):
             or not 0 < self.macs_target <= 1
         ):
             raise ValueError(f"macs_target must be None or a number in (0, 1]. Received: macs_target={self.macs_target!r}")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {list(ALLOCATIONS)}. Received: allocation={self.allocation!r}")
+        if self.allocation == "sensitivity" and self.macs_target is None:
+            raise ValueError("allocation='sensitivity' spends a budget: set macs_target (a share of the MACs, "
+                             "e.g. 0.4)")
         for name in ("round_to", "min_channels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

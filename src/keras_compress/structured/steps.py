@@ -19,6 +19,10 @@ from keras_compress.structured.config import DATA_IMPORTANCES, ChannelPruneConfi
 SCORE_SAMPLES = 2000
 
 
+def _needs_data(config):
+    return config.importance in DATA_IMPORTANCES or config.allocation == "sensitivity"
+
+
 @register_step
 @dataclasses.dataclass(frozen=True)
 class ChannelPruneStep(Step):
@@ -40,8 +44,8 @@ class ChannelPruneStep(Step):
 
         if not any(s.name == self.name for s in steps[: index - 1]):
             config = self.to_config()
-            if config.importance in DATA_IMPORTANCES:  # the scores are measured when the step runs
-                config = dataclasses.replace(config, importance="l1")
+            if _needs_data(config):  # scores and curves are measured when the step runs
+                config = dataclasses.replace(config, importance="l1", allocation="uniform")
             try:
                 plan_channels(run.model, config)
             except ValueError as error:
@@ -53,14 +57,18 @@ class ChannelPruneStep(Step):
         run.strip()
         config = self.to_config()
         data = None
-        if config.importance in DATA_IMPORTANCES:
+        if _needs_data(config):
             held_out = min(SCORE_SAMPLES, len(run.x_train))
             data = (np.asarray(run.x_train[-held_out:]), np.asarray(run.y_train[-held_out:]))
-            run.log(f"step {index}: {config.importance} scores on {held_out} training samples")
+            run.log(f"step {index}: {config.importance} importance, {config.allocation} allocation, "
+                    f"measured on {held_out} training samples")
         plan = plan_channels(run.model, config, data)
         summary = plan.summary()
         run.log(f"step {index}: prune_channels ({summary['groups_pruned']} of {summary['groups']} groups "
                 f"narrowed, MACs {summary['macs_before']:,} -> {summary['macs_after']:,})")
         run.model = build_pruned(run.model, plan)
-        run.techniques.append(f"channels -{round(100 * plan.fraction):g}%")
+        if isinstance(plan.fraction, dict):
+            run.techniques.append(f"channels to {config.macs_target:.0%} MACs by sensitivity")
+        else:
+            run.techniques.append(f"channels -{round(100 * plan.fraction):g}%")
         return {"step": index, "config": config.to_dict(), **summary}

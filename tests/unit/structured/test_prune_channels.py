@@ -347,3 +347,28 @@ def test_sparsity_training_shrinks_the_penalised_channels_and_strips_off(kind):
     assert target.regularizer is None
     with pytest.raises(ValueError, match="kind must be one of"):
         channel_sparsity(model, 0.1, "l0")
+
+
+def test_sensitivity_allocation_meets_the_budget_and_spares_the_fragile_group():
+    model = plain_cnn()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 12, 12, 3)).astype("float32")
+    y = np.argmax(model.predict(x, verbose=0), axis=1)  # the model is 100% right on its own labels
+    # c2's channels all matter (each feeds the head strongly); c1's barely do.
+    head = np.array(model.get_layer("head").kernel) * 10
+    model.get_layer("head").kernel.assign(head)
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    with pytest.raises(ValueError, match="set macs_target"):
+        ChannelPruneConfig(allocation="sensitivity")
+    config = ChannelPruneConfig(allocation="sensitivity", macs_target=0.7)
+    with pytest.raises(ValueError, match="pass data"):
+        plan_channels(model, config)
+    plan = plan_channels(model, config, data=(x, y))
+    assert plan.macs_after <= 0.7 * plan.macs_before
+    summary = plan.summary()
+    assert set(summary["fraction"]) == {"c1", "c2"}
+    assert {name for name, curve in plan.curves.items()} == {"c1", "c2"}
+    for curve in plan.curves.values():
+        assert curve[0] == (0.0, 1.0) and len(curve) == 4
+    with pytest.raises(ValueError, match="cannot be met"):
+        plan_channels(model, ChannelPruneConfig(allocation="sensitivity", macs_target=0.01), data=(x, y))
