@@ -2,5 +2,6 @@
 
 from keras_compress.training.api import finetune
 from keras_compress.training.config import FinetuneConfig
+from keras_compress.training.distill import distill
 
-__all__ = ["FinetuneConfig", "finetune"]
+__all__ = ["FinetuneConfig", "distill", "finetune"]

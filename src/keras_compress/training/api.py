@@ -6,7 +6,7 @@ from keras_compress.core import state as core_state
 from keras_compress.training.config import FinetuneConfig
 
 
-def finetune(model, x, y, config=None, *, verbose=0):
+def finetune(model, x, y, config=None, *, teacher=None, verbose=0):
     """Fine-tunes `model` on `(x, y)` with Adam, keeping its compression state working.
 
     Each technique the model carries (pruning's mask schedule, clustering's
@@ -18,6 +18,8 @@ def finetune(model, x, y, config=None, *, verbose=0):
         model: a Keras classifier, possibly pruned, clustered or prepared for QAT.
         x, y: training samples and integer labels.
         config: a `FinetuneConfig` (default: one epoch at 1e-4).
+        teacher: a Keras model to distil from (`training.distill`, with the
+            config's `temperature` and `distillation_weight`), or `None`.
         verbose: Keras's `fit` verbosity.
 
     Returns:
@@ -43,11 +45,20 @@ def finetune(model, x, y, config=None, *, verbose=0):
               **core_state.active_techniques(model)}
     if config.epochs == 0:
         return record
-    zoo.compile_for_classification(model, config.learning_rate)
-    callbacks = list(core_state.training_callbacks(model).values())
+    trainee = model
+    if teacher is not None:
+        from keras_compress.training.distill import distill
+
+        trainee, callbacks = distill(model, teacher, temperature=config.temperature,
+                                     distillation_weight=config.distillation_weight,
+                                     learning_rate=config.learning_rate)
+        record["distilled_from"] = teacher.name
+    else:
+        zoo.compile_for_classification(model, config.learning_rate)
+        callbacks = list(core_state.training_callbacks(model).values())
     start = time.perf_counter()
-    history = model.fit(x, y, epochs=config.epochs, batch_size=config.batch_size,
-                        callbacks=callbacks, verbose=verbose)
+    history = trainee.fit(x, y, epochs=config.epochs, batch_size=config.batch_size,
+                          callbacks=callbacks, verbose=verbose)
     record["seconds"] = round(time.perf_counter() - start, 2)
     for key in ("loss", "accuracy"):
         if history.history.get(key):

@@ -14,6 +14,11 @@ class FinetuneConfig(BaseConfig):
         epochs: training epochs, >= 0 (0 trains nothing).
         batch_size: samples per training step, >= 1.
         learning_rate: Adam's learning rate, > 0.
+        teacher: `None` (train on the labels), `"original"` (in a recipe:
+            distil from the model as it was before the recipe's first step)
+            or a path to a `.keras` teacher.
+        temperature: softmax temperature of the distillation loss, > 0.
+        distillation_weight: share of the loss that is distillation, in [0, 1].
 
     Raises:
         ValueError: on a value outside its allowed range.
@@ -26,6 +31,9 @@ class FinetuneConfig(BaseConfig):
     epochs: int = dataclasses.field(default=1, metadata={"minimum": 0})
     batch_size: int = dataclasses.field(default=128, metadata={"minimum": 1})
     learning_rate: float = 1e-4
+    teacher: str | None = None
+    temperature: float = 3.0
+    distillation_weight: float = 0.5
 
     def __post_init__(self):
         for name, low in (("epochs", 0), ("batch_size", 1)):
@@ -35,6 +43,15 @@ class FinetuneConfig(BaseConfig):
         rate = self.learning_rate
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
             raise ValueError(f"'learning_rate' must be > 0. Received: learning_rate={rate!r}")
+        if self.teacher is not None and (not isinstance(self.teacher, str) or not (
+                self.teacher == "original" or self.teacher.endswith(".keras"))):
+            raise ValueError("'teacher' must be null, 'original' or a path to a .keras file. "
+                             f"Received: teacher={self.teacher!r}")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
+            raise ValueError(f"'temperature' must be > 0. Received: temperature={self.temperature!r}")
+        weight = self.distillation_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+            raise ValueError(f"'distillation_weight' must be in [0, 1]. Received: distillation_weight={weight!r}")
 
     def steps_per_epoch(self, num_samples: int) -> int:
         """Training steps in one epoch over `num_samples` samples.

@@ -1,6 +1,10 @@
 """The recipe's `finetune` step: `FinetuneConfig`'s fields.
 
     - finetune: {epochs: 3, batch_size: 128, learning_rate: 1.0e-4}
+    - finetune: {epochs: 2, teacher: original, temperature: 4.0, distillation_weight: 0.7}
+
+With a `teacher`, the fine-tuning distils (`keras_compress.training.distill`):
+`original` is the model as it was before the recipe's first step.
 """
 
 import dataclasses
@@ -27,6 +31,23 @@ class FinetuneStep(Step):
         """Training steps in one epoch over `num_samples` samples."""
         return self.to_config().steps_per_epoch(num_samples)
 
+    def prepare(self, run, index, steps):
+        """The teacher: a copy of the model before the recipe's first step, or the `.keras` file loaded."""
+        import keras
+
+        teacher = self.to_config().teacher
+        if teacher is None:
+            return None
+        if teacher == "original":
+            clone = keras.models.clone_model(run.model)
+            clone.set_weights(run.model.get_weights())
+            return clone
+        import os
+
+        if not os.path.isfile(teacher):
+            raise FileNotFoundError(f"recipe step {index} (finetune): teacher file not found: {teacher!r}")
+        return keras.saving.load_model(teacher, compile=False)
+
     def run(self, run, index):
         from keras_compress.training import finetune
 
@@ -34,7 +55,8 @@ class FinetuneStep(Step):
         if config.epochs:
             run.log(f"step {index}: finetune {config.epochs} epoch(s) x "
                     f"{config.steps_per_epoch(len(run.x_train))} steps, learning rate {config.learning_rate:g}")
-        record = finetune(run.model, run.x_train, run.y_train, config, verbose=1 if run.progress else 0)
+        record = finetune(run.model, run.x_train, run.y_train, config, teacher=run.prepared.get(index),
+                          verbose=1 if run.progress else 0)
         if config.epochs and not run.techniques:
             run.techniques.append("finetune")
         return {"step": index, **record}
