@@ -1,4 +1,4 @@
-"""prune_channels -> finetune -> prune -> quantize -> int8 LiteRT in one recipe, through the CLI."""
+"""prune_channels -> distilled finetune -> prune -> quantize -> int8 LiteRT in one recipe, through the CLI."""
 
 import json
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.tensorflow
 RECIPE = """\
 steps:
   - prune_channels: {fraction: 0.5, round_to: 2}
-  - finetune: {epochs: 1, batch_size: 64, learning_rate: 1.0e-3}
+  - finetune: {epochs: 1, batch_size: 64, learning_rate: 1.0e-3, teacher: original, temperature: 2.0}
   - prune: {target_sparsity: 0.5, schedule: constant}
   - finetune: {epochs: 1, batch_size: 64, learning_rate: 1.0e-4}
   - quantize: {calibration_samples: 128}
@@ -32,6 +32,8 @@ def test_structured_then_unstructured_then_qat_exports_a_smaller_int8_model(tmp_
     code, out, report = builders.compress_with_recipe(model_path, RECIPE, tmp_path, 512)
     assert code == 0, capsys.readouterr().err
     step = report["meta"]["prune_channels"][0]
+    assert report["meta"]["finetune"][0]["distilled_from"] == "mobilenet_v2_tiny"  # the narrowed student learnt from the original
+    assert "distilled_from" not in report["meta"]["finetune"][1]
     assert step["groups_pruned"] >= 8 and step["macs_before"] > 3 * step["macs_after"]
     rows = {r["name"]: r for r in report["rows"]}
     assert rows["model_int8.tflite"]["technique"].startswith("channels -50% + prune 50%")
