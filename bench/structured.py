@@ -14,6 +14,7 @@ of the per-round ratios against the baseline float32 artifact.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -69,13 +70,16 @@ def run_model(name, args, folder):
     control.set_weights(base.get_weights())
     finetune(control, x, y, fine)
     start = time.perf_counter()
-    plan = plan_channels(base, ChannelPruneConfig(fraction=args.fraction, round_to=args.round_to,
-                                                  importance=args.importance))
+    config = ChannelPruneConfig(fraction=args.fraction, round_to=args.round_to, importance=args.importance,
+                                allocation=args.allocation, macs_target=args.macs_target)
+    held_out = (x[-2000:], y[-2000:])
+    plan = plan_channels(base, config, data=held_out if args.allocation == "sensitivity" else None)
     pruned = build_pruned(base, plan)
     prune_seconds = time.perf_counter() - start
     keras.utils.set_random_seed(args.seed)
     pruned_at_once = accuracy(pruned, xt, yt)
-    finetune(pruned, x, y, fine)
+    finetune(pruned, x, y, dataclasses.replace(fine, distillation_weight=args.distillation_weight),
+             teacher=base if args.teacher else None)
     calibration = dict(representative_data=x[:500], num_calibration_samples=500)
     models = {"baseline": base, "baseline + fine-tuning (control)": control, "channels pruned": pruned}
     paths, rows = {}, {}
@@ -93,7 +97,9 @@ def run_model(name, args, folder):
     for key in rows:
         rows[key].update(timing[key])
     summary = plan.summary()
-    return {"model": name, "fraction": args.fraction, "round_to": args.round_to, "importance": args.importance,
+    fraction = summary["fraction"]
+    return {"model": name, "fraction": fraction, "allocation": args.allocation, "macs_target": args.macs_target,
+            "distilled_from_baseline": args.teacher, "round_to": args.round_to, "importance": args.importance,
             "baseline_epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
             "accuracy_right_after_pruning": pruned_at_once, "plan_seconds_and_build": prune_seconds,
             "groups": summary["groups"], "groups_pruned": summary["groups_pruned"],
@@ -141,6 +147,10 @@ def main():
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--allocation", default="uniform", choices=("uniform", "sensitivity"))
+    parser.add_argument("--macs-target", type=float, default=None)
+    parser.add_argument("--teacher", action="store_true", help="fine-tune the pruned model by distillation")
+    parser.add_argument("--distillation-weight", type=float, default=0.5)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--applications", action="store_true")
     parser.add_argument("--out", default="bench/results")

@@ -216,3 +216,31 @@ def test_model_trained_under_jax_exports_with_its_ranges(tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["backend"] == "jax"
     assert report["diff"] <= 1.01 * report["step"], report
+
+
+def test_average_pooling_shares_its_input_scale_as_litert_requires(tmp_path):
+    # DenseNet's transition: conv -> AveragePooling2D. A range of its own made the
+    # converter fail ("quantization parameters violate the same scale constraint").
+    builders.seeded()
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = keras.layers.AveragePooling2D(2, name="pool")(x)
+    x = keras.layers.Conv2D(4, 1, name="after")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(keras.layers.Flatten()(x)))
+    data = np.random.default_rng(0).random((128, 8, 8, 3)).astype("float32")
+    kc.quantize(model, kc.QATConfig(), calibration_data=data)
+    assert "pool/output" not in kc.quantization.quantization_ranges(model)
+    path = export_litert(model, str(tmp_path / "m.tflite"), "int8")
+    interpreter = LiteRTModel(path).interpreter
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    pools = [op for op in interpreter._get_ops_details() if op["op_name"] == "AVERAGE_POOL_2D"]
+    assert len(pools) == 1
+    source, result = details[pools[0]["inputs"][0]], details[pools[0]["outputs"][0]]
+    assert source["dtype"] == result["dtype"] == np.int8
+    assert source["quantization"] == result["quantization"]
+    got, expected = litert_predict(path, data), keras.ops.convert_to_numpy(model(data))
+    low, high = kc.quantization.quantization_ranges(model)["head/output"]
+    step = (high - low) / 255
+    np.testing.assert_allclose(got, expected, atol=1.01 * step)
+    # Rounded as LiteRT rounds the pooled sum (half away from zero): the same outputs, bar float ties.
+    assert np.sum(np.abs(got - expected) > 0.5 * step) <= 2

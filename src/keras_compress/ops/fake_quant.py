@@ -250,6 +250,37 @@ def quant_params(range_min, range_max, num_bits=8):
     return scale, zero_point
 
 
+def fake_quant_average(x, range_min, range_max, num_bits=8):
+    """An average of values on an activation grid, rounded back onto that grid as LiteRT's int8 pooling does.
+
+    LiteRT's int8 AVERAGE_POOL_2D keeps its input's scale and zero point and
+    divides the window's integer sum rounding half away from zero, in the
+    signed int8 coordinates: ties (a sum of 4 values is a multiple of 1/4)
+    go the other way from a plain fake quantization for every negative
+    level. The gradient passes straight through.
+
+    Args:
+        x: the float average of values on the grid of `[range_min, range_max]`.
+        range_min, range_max: the input's range.
+        num_bits: bit width.
+
+    Returns:
+        A tensor like `x` on the same grid.
+
+    Example:
+    >>> round(float(fake_quant_average(1.5 / 255, 0.0, 1.0)) * 255, 3)  # level -126.5 -> -127
+    1.0
+    """
+    scale, zero = quant_params(range_min, range_max, num_bits)
+    level = ops.add(ops.divide(x, scale), zero)
+    # Exact ties arrive as k + 0.5 up to float error; the nudge keeps them ties.
+    rounded = ops.multiply(ops.sign(level), ops.floor(ops.add(ops.abs(level), 0.5 + 1e-3)))
+    low, high = -(2 ** (num_bits - 1)), 2 ** (num_bits - 1) - 1
+    rounded = ops.clip(rounded, low, high)
+    snapped = ops.multiply(ops.subtract(rounded, zero), scale)
+    return ops.add(x, ops.stop_gradient(ops.subtract(snapped, x)))
+
+
 def fold_batchnorm(kernel, bias, gamma, beta, mean, variance, epsilon, channel_axis=-1):
     """Folds an inference-mode batch normalization into the layer before it.
 

@@ -42,6 +42,14 @@ def _observe(state, site, x):
     return ops.where(ops.equal(site.seen.value, 0.0), x, quantized)
 
 
+def _on_grid(state, site, x):
+    """An average pool's `x` rounded onto its input `site`'s grid as LiteRT does (the range stays)."""
+    quantized = fq.fake_quant_average(x, site.min.value, site.max.value, state.config.activation_bits)
+    if state.exporting:
+        return quantized
+    return ops.where(ops.equal(site.seen.value, 0.0), x, quantized)
+
+
 def _fixed_activation_name(layer):
     if isinstance(layer, keras.layers.Softmax):
         return "softmax"
@@ -141,6 +149,11 @@ def _layer_call(state, plan, original):
                 return _fixed_output(state, _activation_name(activation), activation(outputs))
         elif plan.kind == "fixed":
             return _fixed_output(state, _fixed_activation_name(layer), original(*args, **kwargs))
+        elif plan.kind == "same":
+            outputs = original(*args, **kwargs)
+            if plan.shared_site is not None and _is_float_tensor(outputs):
+                outputs = _on_grid(state, plan.shared_site, outputs)
+            return outputs
         else:
             outputs = original(*args, **kwargs)
         if plan.output_site is not None and _is_float_tensor(outputs):

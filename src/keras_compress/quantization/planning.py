@@ -62,7 +62,7 @@ class QuantizedWeight:
 @dataclasses.dataclass
 class LayerPlan:
     layer: keras.layers.Layer
-    kind: str  # "weights", "output", "fixed", "pass", "folded_bn", "float", "model"
+    kind: str  # "weights", "output", "fixed", "pass", "same", "folded_bn", "float", "model"
     weights: list = dataclasses.field(default_factory=list)
     output_site: RangeSite | None = None
     pre_activation: bool = False
@@ -73,6 +73,8 @@ class LayerPlan:
     # The bias's int32 grid: the input's range and the kernel it multiplies.
     bias_input_site: RangeSite | None = None
     bias_kernel: QuantizedWeight | None = None
+    # "same" layers: the input's site, whose grid the output is rounded onto.
+    shared_site: RangeSite | None = None
 
 
 @dataclasses.dataclass
@@ -267,6 +269,8 @@ def _plan(model, config, chosen_layers, graph, added):
 def _link_biases(model, plans, graph):
     """Gives each weighted layer with a bias its int32 grid: input range and kernel.
 
+    Also gives each "same" layer (average pooling) the range of its input.
+
     The input range is the site whose tensor reaches the layer through
     range-preserving layers (pooling, reshape, dropout) or the model's own
     input site; where none is found (a subclassed model, a layer fed by a
@@ -275,6 +279,9 @@ def _link_biases(model, plans, graph):
     by_id = {id(plan.layer): plan for plan in plans}
     model_plan = by_id.get(id(model))
     model_inputs = graph.inputs if model_plan is not None else []
+    for plan in plans:  # in graph order: a "same" layer's producer is linked before it
+        if plan.kind == "same":
+            plan.shared_site = _input_site(graph, plan.layer, by_id, model_plan, model_inputs)
     for plan in plans:
         layer = plan.layer
         if plan.kind != "weights" or getattr(layer, "bias", None) is None:
@@ -300,7 +307,9 @@ def _input_site(graph, layer, by_id, model_plan, model_inputs):
             return None
         if plan.output_site is not None:
             return plan.output_site
-        if plan.kind != "pass":
+        if plan.kind == "same" and plan.shared_site is not None:
+            return plan.shared_site
+        if plan.kind not in ("pass", "same"):
             return None
         producer = graph.single_producer(producer)
     return None

@@ -11,11 +11,14 @@ import collections
 
 import keras
 
-RULES = ("weights", "output", "pass", "fixed", "float")
+RULES = ("weights", "output", "pass", "same", "fixed", "float")
 # How each layer type is treated. "weights": its kernels and output are
 # quantized; "output": LiteRT gives its output its own scale, so the output
-# is fake-quantized; "pass": the output keeps its input's scale (max pooling,
-# reshapes); "fixed": LiteRT fixes the output's scale itself (softmax: 1/256).
+# is fake-quantized; "pass": the output keeps its input's scale and its values
+# stay on the input's grid (max pooling, reshapes); "same": the output must
+# share its input's scale but computes new values (average pooling), so they
+# are rounded back onto the input's grid; "fixed": LiteRT fixes the output's
+# scale itself (softmax: 1/256).
 _RULES = collections.OrderedDict()
 
 
@@ -28,7 +31,8 @@ def register_layer_rule(layer_type, rule):
             by swapping them for their quantized values during its call, and
             its output gets a range; the layer must hold each kernel in an
             attribute), `"output"` (its output gets its own int8 range), `"pass"` (its
-            output keeps its input's range: reshapes, max pooling) or
+            output keeps its input's range: reshapes, max pooling), `"same"`
+            (its output is rounded onto its input's grid: average pooling) or
             `"fixed"` (the runtime fixes the output's range: softmax) or
             `"float"` (the op has no int8 kernel: its weights stay float, its
             output is quantized for the next op).
@@ -52,11 +56,15 @@ def _register_defaults():
     for name in ("Conv3D", "Conv3DTranspose"):
         register_layer_rule(getattr(layers, name), "float")
     for name in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
-                 "ReLU", "LeakyReLU", "ELU", "PReLU", "AveragePooling1D", "AveragePooling2D",
-                 "AveragePooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
+                 "ReLU", "LeakyReLU", "ELU", "PReLU", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
                  "GlobalAveragePooling3D", "BatchNormalization", "LayerNormalization", "Rescaling"):
         if hasattr(layers, name):
             register_layer_rule(getattr(layers, name), "output")
+    # LiteRT's int8 AVERAGE_POOL_2D requires its input's scale and zero point
+    # (the converter rejects a range of its own: "same scale constraint") and
+    # rounds the average onto that grid; its global form (MEAN) requantizes freely.
+    for name in ("AveragePooling1D", "AveragePooling2D", "AveragePooling3D"):
+        register_layer_rule(getattr(layers, name), "same")
     for name in ("Flatten", "Reshape", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
                  "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "Dropout",
                  "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",

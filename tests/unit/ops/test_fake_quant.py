@@ -133,3 +133,13 @@ def test_bias_min_limit_is_the_smallest_range_whose_bias_grid_holds_the_bias():
     assert np.all(levels[:2] <= 2**31 - 1) and np.all(levels[:2] > 0.98 * 2**31)  # just enough
     assert limit[2] == 0.0
     assert float(fq.bias_min_limit(bias, 0.02, 8, per_tensor=True)) == pytest.approx(limit[1])
+
+
+def test_an_average_rounds_half_away_from_zero_in_signed_levels_as_litert_pools_do():
+    scale = 1.0 / 255  # range [0, 1]: zero point -128
+    values = np.array([1.5, 200.5, 128.5, 3.25, 3.75], "float32") * scale  # levels -126.5, 72.5, 0.5, ...
+    got = np.asarray(ops.convert_to_numpy(fq.fake_quant_average(values, 0.0, 1.0))) / scale
+    # -126.5 -> -127 (1 above the zero point); 72.5 -> 73 (201); 0.5 -> 1 (129); 3.25 -> 3; 3.75 -> 4
+    np.testing.assert_allclose(got, [1.0, 201.0, 129.0, 3.0, 4.0], atol=1e-3)
+    plain = np.asarray(ops.convert_to_numpy(fq.fake_quant_activation(values, 0.0, 1.0))) / scale
+    assert round(float(plain[0])) == 2  # a plain fake quantization rounds that tie up
