@@ -134,6 +134,19 @@ def run_applications(args):
     return out
 
 
+def markdown(results):
+    """The results as BENCHMARKS.md's table (one row per artifact)."""
+    lines = ["| Model | Artifact | Keras acc | LiteRT acc | MACs | Params | Bytes | Latency b1 (ms) "
+             "| Speed-up b1 | Speed-up b32 |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for result in results:
+        for row in result["rows"]:
+            lines.append(
+                f"| {row['model']} | {row['artifact']} | {100 * row['keras_accuracy']:.2f}% | "
+                f"{100 * row['litert_accuracy']:.2f}% | {row['macs']:,} | {row['params']:,} | {row['bytes']:,} | "
+                f"{row['latency_b1_ms']:.3f} | {row['speedup_b1']:.2f}x | {row['speedup_b32']:.2f}x |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="mobilenet_v2_tiny,resnet20")
@@ -154,7 +167,12 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--applications", action="store_true")
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--table", metavar="JSON", help="print the Markdown table of an earlier run and stop")
     args = parser.parse_args()
+    if args.table:
+        with open(args.table) as f:
+            print(markdown(json.load(f)))
+        return
     if args.quick:
         args.epochs, args.finetune_epochs, args.rounds, args.runs = 1, 1, 3, 50
     os.makedirs(args.out, exist_ok=True)

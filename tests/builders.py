@@ -109,6 +109,18 @@ def compile_tiny(model, lr=1e-2):
     return model
 
 
+def trained_mnist_model_file(build, tmp_path, name, samples=1024):
+    """A zoo model trained one epoch on the first MNIST `samples`, saved as `tmp_path/name`."""
+    import keras_compress as kc
+
+    (x, y), _ = kc.datasets.load("mnist")
+    model = build()
+    kc.zoo.train(model, x[:samples], y[:samples], epochs=1, verbose=0)
+    path = str(tmp_path / name)
+    model.save(path)
+    return path
+
+
 def compress_with_recipe(model_path, recipe_text, tmp_path, subset):
     """Runs `keras-compress compress` on MNIST with an inline recipe.
 

@@ -21,11 +21,7 @@ steps:
 
 
 def test_prune_cluster_int8_keeps_zeros_and_at_most_k_values_per_channel(tmp_path, capsys):
-    (x, y), _ = kc.datasets.load("mnist")
-    model = kc.zoo.lenet_300_100()
-    kc.zoo.train(model, x[:1024], y[:1024], epochs=1, verbose=0)
-    model_path = str(tmp_path / "mlp.keras")
-    model.save(model_path)
+    model_path = builders.trained_mnist_model_file(kc.zoo.lenet_300_100, tmp_path, "mlp.keras")
     code, out, report = builders.compress_with_recipe(model_path, RECIPE, tmp_path, 512)
     assert code == 0, capsys.readouterr().err
     rows = {r["name"]: r for r in report["rows"]}

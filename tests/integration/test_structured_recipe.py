@@ -24,11 +24,7 @@ steps:
 
 
 def test_structured_then_unstructured_then_qat_exports_a_smaller_int8_model(tmp_path, capsys):
-    (x, y), _ = kc.datasets.load("mnist")
-    model = kc.zoo.mobilenet_v2_tiny()
-    kc.zoo.train(model, x[:1024], y[:1024], epochs=1, verbose=0)
-    model_path = str(tmp_path / "mnv2.keras")
-    model.save(model_path)
+    model_path = builders.trained_mnist_model_file(kc.zoo.mobilenet_v2_tiny, tmp_path, "mnv2.keras")
     code, out, report = builders.compress_with_recipe(model_path, RECIPE, tmp_path, 512)
     assert code == 0, capsys.readouterr().err
     step = report["meta"]["prune_channels"][0]

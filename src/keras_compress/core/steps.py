@@ -17,7 +17,7 @@ importing this module imports none of them until a recipe is parsed.
 Example:
 >>> from keras_compress.core import steps
 >>> sorted(steps.registered())
-['cluster', 'export', 'finetune', 'prune', 'quantize', 'strip']
+['cluster', 'export', 'finetune', 'prune', 'prune_channels', 'quantize', 'strip']
 >>> steps.step_class("prune").keys()[:2]
 ['target_sparsity', 'schedule']
 """

@@ -5,7 +5,9 @@
 
 Iterative structured pruning is several of these, each followed by a
 `finetune` step (each removes `fraction` of the channels left). The step
-strips earlier state first and replaces the run's model by the smaller one.
+strips earlier state first, replaces the run's model by the smaller one and
+re-measures its BatchNormalization statistics on training samples
+(`recalibrate_batchnorm`).
 """
 
 import dataclasses
@@ -17,6 +19,8 @@ from keras_compress.structured.config import DATA_IMPORTANCES, ChannelPruneConfi
 
 # Data-driven importances are scored on at most this many of the last training samples.
 SCORE_SAMPLES = 2000
+# BatchNormalization statistics are re-measured on this many training samples after pruning.
+RECALIBRATION_SAMPLES = 2560
 
 
 def _needs_data(config):
@@ -53,6 +57,7 @@ class ChannelPruneStep(Step):
 
     def run(self, run, index):
         from keras_compress.structured.api import build_pruned, plan_channels
+        from keras_compress.structured.recalibrate import recalibrate_batchnorm
 
         run.strip()
         config = self.to_config()
@@ -67,6 +72,8 @@ class ChannelPruneStep(Step):
         run.log(f"step {index}: prune_channels ({summary['groups_pruned']} of {summary['groups']} groups "
                 f"narrowed, MACs {summary['macs_before']:,} -> {summary['macs_after']:,})")
         run.model = build_pruned(run.model, plan)
+        # The statistics after narrowed layers no longer hold: re-measure them before fine-tuning.
+        summary["batchnorm_recalibrated"] = recalibrate_batchnorm(run.model, run.x_train[:RECALIBRATION_SAMPLES])
         if isinstance(plan.fraction, dict):
             run.techniques.append(f"channels to {config.macs_target:.0%} MACs by sensitivity")
         else:

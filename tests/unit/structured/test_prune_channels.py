@@ -372,3 +372,22 @@ def test_sensitivity_allocation_meets_the_budget_and_spares_the_fragile_group():
         assert curve[0] == (0.0, 1.0) and len(curve) == 4
     with pytest.raises(ValueError, match="cannot be met"):
         plan_channels(model, ChannelPruneConfig(allocation="sensitivity", macs_target=0.01), data=(x, y))
+
+
+def test_recalibration_sets_the_moving_statistics_to_the_data_s_own():
+    from keras_compress.structured import recalibrate_batchnorm
+
+    seeded()
+    inputs = keras.Input((6,))
+    bn = layers.BatchNormalization(name="bn")
+    model = keras.Model(inputs, bn(inputs))
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(512, 6)) * 3 + 5).astype("float32")
+    bn.trainable = False  # frozen layers are recalibrated too, and stay frozen
+    assert recalibrate_batchnorm(model, x, batches=4, batch_size=128) == 1
+    np.testing.assert_allclose(np.array(bn.moving_mean), x.mean(axis=0), rtol=1e-4)
+    batch_vars = np.stack([x[i * 128:(i + 1) * 128].var(axis=0) for i in range(4)])
+    np.testing.assert_allclose(np.array(bn.moving_variance), batch_vars.mean(axis=0), rtol=1e-3)
+    assert bn.momentum == 0.99 and bn.trainable is False
+    gamma = np.array(bn.gamma)
+    np.testing.assert_array_equal(gamma, np.ones(6))  # no weight trained
