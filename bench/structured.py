@@ -11,6 +11,7 @@ of the per-round ratios against the baseline float32 artifact.
     KERAS_BACKEND=tensorflow python bench/structured.py --models mobilenet_v2_tiny,resnet20
     KERAS_BACKEND=tensorflow python bench/structured.py --quick     # one epoch each, a subset
     KERAS_BACKEND=tensorflow python bench/structured.py --applications   # keras.applications at 50%
+    KERAS_BACKEND=tensorflow python bench/structured.py --one-shot --models mobilenet_v2_tiny  # no fine-tuning
 """
 
 import argparse
@@ -134,6 +135,27 @@ def run_applications(args):
     return out
 
 
+def run_one_shot(args):
+    """Accuracy right after pruning (no fine-tuning), with and without BatchNormalization recalibration."""
+    from keras_compress.structured import prune_channels, recalibrate_batchnorm
+
+    (x, y), (xt, yt) = kc.datasets.load(args.dataset)
+    base = cli.load_model(qat_bench.baseline(args.models.split(",")[0], args.dataset, args.epochs, x, y))
+    xt, yt = xt[:2000], yt[:2000]
+    lines = ["| Importance | 25% removed | + recalibration | 50% removed | + recalibration |",
+             "|---|---:|---:|---:|---:|"]
+    for importance in ("l1", "l2", "bn_scale", "taylor"):
+        cells = []
+        for fraction in (0.25, 0.5):
+            small = prune_channels(base, ChannelPruneConfig(fraction=fraction, round_to=args.round_to,
+                                                            importance=importance), data=(x[-2000:], y[-2000:]))
+            cells.append(accuracy(small, xt, yt))
+            recalibrate_batchnorm(small, x[:2560])
+            cells.append(accuracy(small, xt, yt))
+        lines.append(f"| {importance} | " + " | ".join(f"{100 * c:.1f}%" for c in cells) + " |")
+    print("\n".join(lines))
+
+
 def markdown(results):
     """The results as BENCHMARKS.md's table (one row per artifact)."""
     lines = ["| Model | Artifact | Keras acc | LiteRT acc | MACs | Params | Bytes | Latency b1 (ms) "
@@ -167,8 +189,13 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--applications", action="store_true")
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--one-shot", action="store_true",
+                        help="accuracy right after pruning, with and without BatchNormalization recalibration")
     parser.add_argument("--table", metavar="JSON", help="print the Markdown table of an earlier run and stop")
     args = parser.parse_args()
+    if args.one_shot:
+        run_one_shot(args)
+        return
     if args.table:
         with open(args.table) as f:
             print(markdown(json.load(f)))
