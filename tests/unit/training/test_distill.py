@@ -67,3 +67,18 @@ def test_bad_distillation_settings_are_named():
         load_recipe("steps:\n  - finetune: {teacher: original, distillation_weight: 2}\n")
     step = load_recipe("steps:\n  - finetune: {teacher: original, temperature: 4}\n").steps[0]
     assert step.teacher == "original" and step.temperature == 4.0
+
+
+def test_feature_distillation_pulls_a_named_layer_towards_the_teacher_s():
+    x, y = data()
+    teacher, student = mlp(1), mlp(2)
+
+    def feature_gap():
+        grab = lambda m: keras.Model(m.inputs, m.get_layer("hidden").output).predict(x, verbose=0)  # noqa: E731
+        return float(np.mean((grab(teacher) - grab(student)) ** 2))
+
+    before = feature_gap()
+    distiller, callbacks = distill(student, teacher, distillation_weight=1.0, learning_rate=1e-2,
+                                   features=[("hidden", "hidden")])
+    distiller.fit(x, y, epochs=10, batch_size=64, callbacks=callbacks, verbose=0)
+    assert feature_gap() < 0.5 * before
