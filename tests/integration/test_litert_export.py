@@ -239,3 +239,20 @@ def test_failed_conversion_leaves_no_partial_file(model, tmp_path, monkeypatch):
 def test_litert_predict_rejects_misshapen_input(artifacts):
     with pytest.raises(ValueError, match=r"\(12, 12\) does not fit .* \(12, 12, 1\)"):
         export.litert_predict(artifacts["float32"], np.zeros((2, 12, 12), np.float32))
+
+
+def test_a_file_the_interpreter_cannot_run_is_refused_and_not_written(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 4))
+    looped = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.LSTM(8)(inputs)))
+    path = tmp_path / "lstm.tflite"
+    with pytest.raises(ValueError, match="would not run on the LiteRT interpreter.*unroll=True"):
+        export.export_litert(looped, str(path), "float32")
+    assert not path.exists() and os.listdir(tmp_path) == []
+    inputs = keras.Input((12, 4))
+    unrolled = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.LSTM(8, unroll=True)(inputs)))
+    export.export_litert(unrolled, str(path), "float32")
+    x = np.random.default_rng(0).random((4, 12, 4)).astype("float32")
+    np.testing.assert_allclose(export.litert_predict(str(path), x), unrolled.predict(x, verbose=0), atol=1e-5)

@@ -141,6 +141,30 @@ def _qat_job_settings(model, fmt):
     return True
 
 
+def _check_runs(job, temp_path):
+    """Raises (and so writes nothing) when the stock LiteRT interpreter cannot load the file.
+
+    The converter falls back to TensorFlow ops (Flex) where LiteRT has no
+    builtin kernel, recurrent layers' TensorList loops above all: the file
+    is written, but `ai_edge_litert`'s interpreter refuses it. A user should
+    hear that at export, not on the device.
+    """
+    from keras_compress.core import quiet
+    from keras_compress.export.deps import _require
+
+    interpreter_module = _require("ai_edge_litert.interpreter", "LiteRT inference")
+    try:
+        with quiet.native_stderr_filtered():
+            interpreter_module.Interpreter(model_path=temp_path).allocate_tensors()
+    except (RuntimeError, ValueError) as error:
+        detail = " ".join(str(error).split())[:300]
+        raise ValueError(
+            f"the {job.fmt} LiteRT file would not run on the LiteRT interpreter ({detail}). "
+            "Recurrent layers (LSTM, GRU, SimpleRNN) convert to TensorFlow ops it lacks: give the model a "
+            "fixed sequence length and build them with unroll=True, which converts to builtin ops."
+        ) from None
+
+
 def _write_atomically(model, jobs):
     """Converts every job to a temporary file, then moves each into place.
 
@@ -175,6 +199,7 @@ def _write_atomically(model, jobs):
                     f"The LiteRT converter wrote nothing for fmt={job.fmt!r}."
                 )
             os.chmod(temp_path, 0o666 & ~umask)
+            _check_runs(job, temp_path)
         for job, temp_path in zip(jobs, temp_paths):
             os.replace(temp_path, job.path)
     finally:
