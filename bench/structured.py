@@ -77,6 +77,10 @@ def run_model(name, args, folder):
     plan = plan_channels(base, config, data=held_out if args.allocation == "sensitivity" else None)
     pruned = build_pruned(base, plan)
     prune_seconds = time.perf_counter() - start
+    if args.recalibrate:
+        from keras_compress.structured import recalibrate_batchnorm
+
+        recalibrate_batchnorm(pruned, x[:2560])  # as the recipe step does
     keras.utils.set_random_seed(args.seed)
     pruned_at_once = accuracy(pruned, xt, yt)
     finetune(pruned, x, y, dataclasses.replace(fine, distillation_weight=args.distillation_weight),
@@ -100,7 +104,7 @@ def run_model(name, args, folder):
     summary = plan.summary()
     fraction = summary["fraction"]
     return {"model": name, "fraction": fraction, "allocation": args.allocation, "macs_target": args.macs_target,
-            "distilled_from_baseline": args.teacher, "round_to": args.round_to, "importance": args.importance,
+            "distilled_from_baseline": args.teacher, "recalibrated": args.recalibrate, "round_to": args.round_to, "importance": args.importance,
             "baseline_epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
             "accuracy_right_after_pruning": pruned_at_once, "plan_seconds_and_build": prune_seconds,
             "groups": summary["groups"], "groups_pruned": summary["groups_pruned"],
@@ -184,6 +188,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--allocation", default="uniform", choices=("uniform", "sensitivity"))
     parser.add_argument("--macs-target", type=float, default=None)
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="re-measure BatchNormalization statistics after pruning (the recipe step does)")
     parser.add_argument("--teacher", action="store_true", help="fine-tune the pruned model by distillation")
     parser.add_argument("--distillation-weight", type=float, default=0.5)
     parser.add_argument("--quick", action="store_true")
