@@ -395,10 +395,10 @@ def _read_global_pooling(graph, layer, node, inputs, outputs):
 
 def _read_flatten(graph, layer, node, inputs, outputs):
     shape = node.input_tensors[0].shape
-    positions = int(np.prod([d for d in shape[1:-1]])) if len(shape) > 2 else 1
     if any(d is None for d in shape[1:]):
         graph._wall(layer, inputs, outputs, f"{layer.name}: Flatten of an unknown shape")
         return
+    positions = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
     layout = inputs[0]
     graph.layouts[id(outputs[0])] = Layout(layout.segments, layout.width, layout.tile * positions)
 

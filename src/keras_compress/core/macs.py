@@ -23,7 +23,14 @@ _UNCOUNTED = ("MultiHeadAttention", "EinsumDense", "LSTM", "GRU", "SimpleRNN", "
 
 
 def _spatial(shape):
-    return int(np.prod([d for d in shape[1:-1]])) if len(shape) > 2 else 1
+    dims = shape[1:-1]
+    if any(d is None for d in dims):
+        raise _Unknown()
+    return int(np.prod(dims)) if len(shape) > 2 else 1
+
+
+class _Unknown(Exception):
+    """A shape this count needs is not fixed (a variable-length sequence axis)."""
 
 
 def layer_macs(layer, input_shape, output_shape):
@@ -35,6 +42,9 @@ def layer_macs(layer, input_shape, output_shape):
 
     Returns:
         An int, or None.
+
+    Raises:
+        _Unknown: when a spatial size it needs is not fixed.
 
     Example:
     >>> layer_macs(keras.layers.Dense(10), (None, 20), (None, 10))
@@ -99,7 +109,12 @@ def _count(model, per_layer, not_counted):
             if isinstance(layer, keras.Model) and _functional(layer) is not None:
                 _count(layer, per_layer, not_counted)
                 continue
-            count = layer_macs(layer, tuple(node.input_tensors[0].shape), tuple(node.output_tensors[0].shape))
+            if not node.input_tensors or not node.output_tensors:
+                continue
+            try:
+                count = layer_macs(layer, tuple(node.input_tensors[0].shape), tuple(node.output_tensors[0].shape))
+            except (_Unknown, TypeError):
+                count = None  # e.g. Conv1D over a sequence of unknown length: MACs per sample vary
             if count is None:
                 not_counted.append(layer.name)
             elif count:

@@ -391,3 +391,12 @@ def test_recalibration_sets_the_moving_statistics_to_the_data_s_own():
     assert bn.momentum == 0.99 and bn.trainable is False
     gamma = np.array(bn.gamma)
     np.testing.assert_array_equal(gamma, np.ones(6))  # no weight trained
+
+
+def test_macs_of_a_variable_length_sequence_model_list_what_they_cannot_count():
+    seeded()
+    inputs = keras.Input((None, 4))
+    x = layers.Conv1D(8, 3, name="conv")(inputs)
+    x = layers.GlobalAveragePooling1D()(x)
+    counts = macs(keras.Model(inputs, layers.Dense(2, name="head")(x)))
+    assert counts["not_counted"] == ["conv"] and counts["layers"] == {"head": 16}
