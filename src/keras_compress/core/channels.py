@@ -29,6 +29,8 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_compress.core import walk
+
 # Layers that keep channels where they are and have no channel weights.
 _PASSTHROUGH = (
     "Activation", "ReLU", "LeakyReLU", "ELU", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
@@ -151,11 +153,6 @@ def _functional(model):
     return model
 
 
-def has_channel_graph(model):
-    """Whether `model` has a graph structured pruning can read (Sequential or Functional)."""
-    return _functional(model) is not None
-
-
 def _channels_last(layer):
     return getattr(layer, "data_format", "channels_last") in (None, "channels_last")
 
@@ -197,6 +194,7 @@ class ChannelGraph:
         self.inputs_of = {}  # id(layer) -> Layout of its input (single-input layers)
         self.outputs_of = {}  # id(producer layer) -> Dim of its output channels
         self.reshapes = {}  # id(Reshape layer) -> its Layout (target_shape follows the channels)
+        self.model_layers = [layer for layer in walk.iter_layers(model) if layer is not model]
         self._dims = []
         self._calls = {}
         self._count_calls(model)
@@ -233,7 +231,7 @@ class ChannelGraph:
             if reason not in root.reasons:
                 root.reasons.append(reason)
 
-    def _union(self, a, b, reason_if_not):
+    def _union(self, a, b):
         ra, rb = a.root(), b.root()
         if ra is rb:
             return True
@@ -436,7 +434,7 @@ def _read_elementwise(graph, layer, node, inputs, outputs):
         return
     for other in inputs[1:]:
         for (a, _), (b, _) in zip(inputs[0].segments, other.segments):
-            graph._union(a, b, None)
+            graph._union(a, b)
     for tensor in outputs:
         graph.layouts[id(tensor)] = inputs[0]
 

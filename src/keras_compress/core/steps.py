@@ -406,10 +406,6 @@ class Step:
     def prepare(self, run, index, steps):
         """Resolves the step against the model and data before anything runs; returns what `run` needs."""
 
-    def run(self, run, index):
-        """Applies the step to `run.model`; returns a JSON-able record for the report, or `None`."""
-        raise NotImplementedError(f"step {self.name!r} does not implement run()")
-
 
 def register_step(cls):
     """Registers a `Step` subclass under its `name` (a class decorator).
@@ -430,6 +426,8 @@ def register_step(cls):
     held = _REGISTRY.get(cls.name)
     if held is not None and held.__qualname__ != cls.__qualname__:
         raise ValueError(f"step {cls.name!r} is already registered by {held.__module__}.{held.__qualname__}")
+    if not callable(getattr(cls, "run", None)):
+        raise TypeError(f"step {cls.name!r} ({cls.__qualname__}) must define run(self, run, index)")
     _REGISTRY[cls.name] = cls
     return cls
 

@@ -273,9 +273,6 @@ def plan_channels(model, config=None, data=None):
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a Keras model. Received: {type(model).__name__}")
     graph = ChannelGraph(model)
-    from keras_compress.core import walk
-
-    graph.model_layers = [layer for layer in walk.iter_layers(model) if layer is not model]
     groups = graph.groups()
     if config.exclude is not None:
         pattern = re.compile(config.exclude)
@@ -311,9 +308,7 @@ def plan_channels(model, config=None, data=None):
     elif config.macs_target is not None:
         fraction = _fraction_for_macs(graph, groups, scores, config, base["layers"], before)
     keep = _choose(groups, scores, fraction, config)
-    plan = ChannelPlan(graph, groups, keep, fraction, before, _macs_after(graph, keep, base["layers"]))
-    plan.curves = curves
-    return plan
+    return ChannelPlan(graph, groups, keep, fraction, before, _macs_after(graph, keep, base["layers"]), curves)
 
 
 def _fraction_for_macs(graph, groups, scores, config, base, before):

@@ -137,3 +137,13 @@ def test_numbers_read_from_yaml_strings_and_integers(value, expected):
 def test_describe_allowed_joins_null_and_auto():
     assert Key("int", minimum=0, nullable=True, auto=True).describe_allowed() == "an integer >= 0, null or 'auto'"
     assert Key("list", length=2, item="int").describe_allowed() == "a list of two integers"
+
+
+def test_a_step_without_run_is_refused():
+    @dataclasses.dataclass(frozen=True)
+    class Idle(Step):
+        name = "idle_for_test"
+
+    with pytest.raises(TypeError, match="must define run"):
+        register_step(Idle)
+    assert "idle_for_test" not in steps.registered()
