@@ -57,15 +57,15 @@ def run_case(name, epochs, data, out):
     rows = {r.fmt if r.technique != "baseline" else "baseline": r for r in report.rows}
     base = rows["baseline"]
     result = {"model": name, "recipe": recipe_path, "baseline_epochs": epochs,
-              "baseline_accuracy": base.keras_accuracy, "baseline_float32_raw_bytes": base.raw_bytes,
+              "baseline_accuracy": base.keras_metric, "baseline_float32_raw_bytes": base.raw_bytes,
               "table": report.markdown_table(), "figures": {}}
     for fmt in ("float32", "int8", "archive"):
         row = rows[fmt]
         size = row.raw_bytes if fmt == "archive" else row.gzip_bytes
-        accuracy = row.litert_accuracy if row.litert_accuracy is not None else row.keras_accuracy
+        accuracy = row.litert_metric if row.litert_metric is not None else row.keras_metric
         result["figures"][fmt] = {
             "bytes": size, "ratio": base.raw_bytes / size, "accuracy": accuracy,
-            "loss_points": 100 * (base.keras_accuracy - accuracy), "nonzero": row.nonzero, "params": row.params,
+            "loss_points": 100 * (base.keras_metric - accuracy), "nonzero": row.nonzero, "params": row.params,
             "target_ratio": targets.get(fmt),
         }
     return result

@@ -60,7 +60,7 @@ def run(args):
                         title="bench: LeNet-5 on MNIST, demo recipe")
     recipe_seconds = time.perf_counter() - start
     base = row(report, "baseline", "float32")
-    base_keras = next(r for r in report.rows if r.technique == "baseline" and r.keras_accuracy is not None)
+    base_keras = next(r for r in report.rows if r.technique == "baseline" and r.keras_metric is not None)
     pruned_keras = next(r for r in report.rows if r.technique != "baseline" and r.fmt == "keras")
     pruned_f32 = next(r for r in report.rows if r.technique != "baseline" and r.fmt == "float32")
     pruned_int8 = next(r for r in report.rows if r.technique != "baseline" and r.fmt == "int8")
@@ -70,13 +70,13 @@ def run(args):
         "machine": machine(),
         "baseline_epochs": epochs,
         "subset": subset,
-        "baseline_keras_accuracy": base_keras.keras_accuracy,
-        "baseline_float32_litert_accuracy": base.litert_accuracy,
-        "pruned_keras_accuracy": pruned_keras.keras_accuracy,
-        "pruned_float32_litert_accuracy": pruned_f32.litert_accuracy,
-        "pruned_int8_litert_accuracy": pruned_int8.litert_accuracy,
-        "accuracy_loss_points": 100 * (base_keras.keras_accuracy - pruned_keras.keras_accuracy),
-        "int8_accuracy_loss_points": 100 * (base.litert_accuracy - pruned_int8.litert_accuracy),
+        "baseline_keras_accuracy": base_keras.keras_metric,
+        "baseline_float32_litert_accuracy": base.litert_metric,
+        "pruned_keras_accuracy": pruned_keras.keras_metric,
+        "pruned_float32_litert_accuracy": pruned_f32.litert_metric,
+        "pruned_int8_litert_accuracy": pruned_int8.litert_metric,
+        "accuracy_loss_points": 100 * (base_keras.keras_metric - pruned_keras.keras_metric),
+        "int8_accuracy_loss_points": 100 * (base.litert_metric - pruned_int8.litert_metric),
         "baseline_float32_gzip_bytes": base.gzip_bytes,
         "pruned_float32_gzip_bytes": pruned_f32.gzip_bytes,
         "pruned_int8_gzip_bytes": pruned_int8.gzip_bytes,

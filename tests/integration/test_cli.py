@@ -59,8 +59,9 @@ def the_one_error_line(capsys):
 
 
 def compress(model, recipe, out, *extra):
+    metric = () if "--metric" in extra else ("--metric", "accuracy")  # the test models are not compiled
     return main(["compress", model, "--data", "mnist", "--recipe", recipe, "--out", str(out),
-                 "--subset", "256", "--quiet", *extra])
+                 "--subset", "256", "--quiet", *metric, *extra])
 
 
 def no_leftovers(folder):
@@ -180,16 +181,17 @@ def test_compress_writes_artifacts_and_a_report_with_the_expected_rows(tmp_path,
     assert rows["model_float32.tflite"]["ratio"] > 2.0  # zeros gzip away
     assert rows["model_int8.tflite"]["ratio"] > rows["model_float32.tflite"]["ratio"]
     for row in rows.values():
-        assert 0.0 <= row["keras_accuracy"] <= 1.0
+        assert 0.0 <= row["keras_metric"] <= 1.0
         assert row["raw_bytes"] > 0 and row["gzip_bytes"] > 0
         assert row["params"] == 431_080
     for name in ("baseline_float32.tflite", "model_float32.tflite", "model_int8.tflite"):
-        assert 0.0 <= rows[name]["litert_accuracy"] <= 1.0
+        assert 0.0 <= rows[name]["litert_metric"] <= 1.0
         assert rows[name]["latency_b1_ms"] > 0 and rows[name]["latency_b32_ms"] > 0
     assert rows["model_float32.tflite"]["nonzero"] < 0.3 * 431_080
-    assert rows["model_float32.tflite"]["litert_accuracy"] == pytest.approx(
-        rows["model_float32.tflite"]["keras_accuracy"], abs=0.01)
-    assert data["meta"]["dataset"] == "mnist" and data["meta"]["test_samples"] == 256
+    assert rows["model_float32.tflite"]["litert_metric"] == pytest.approx(
+        rows["model_float32.tflite"]["keras_metric"], abs=0.01)
+    assert data["meta"]["data"] == "mnist" and data["meta"]["test_samples"] == 256
+    assert data["metric"] == {"name": "accuracy", "kind": "keras", "higher_is_better": True, "percent": True}
     assert data["meta"]["prune"][0]["config"]["end_step"] == round(2 / 3 * 4)  # 256 / 64 = 4 steps
     assert "data:image/png;base64," in (out / "report.html").read_text()
     assert Report.read(out).rows[-1].name == "model_int8.tflite"
@@ -202,9 +204,11 @@ def test_export_then_evaluate_a_tflite_file(tmp_path, capsys, lenet_file):
     assert main(["export", lenet_file, "--format", "float32", "--out", path]) == 0
     assert os.path.isfile(path)
     capsys.readouterr()
-    assert main(["evaluate", path, "--data", "mnist", "--subset", "128"]) == 0
+    assert main(["evaluate", path, "--data", "mnist", "--subset", "128"]) == 2
+    assert "--metric accuracy" in the_one_error_line(capsys)  # a .tflite file keeps no compile config
+    assert main(["evaluate", path, "--data", "mnist", "--subset", "128", "--metric", "accuracy"]) == 0
     printed = capsys.readouterr().out
-    assert "accuracy:" in printed and "on 128 mnist test images" in printed and "bytes" in printed
+    assert "accuracy:" in printed and "on 128 test samples of mnist" in printed and "bytes" in printed
 
 
 def test_evaluate_a_keras_file_prints_accuracy_size_and_params(capsys, lenet_file):
@@ -259,11 +263,11 @@ def test_archive_export_then_evaluate_and_a_corrupt_archive_is_one_line(tmp_path
     assert main(["export", lenet_file, "--format", "archive", "--out", str(out)]) == 0
     assert out.stat().st_size < os.path.getsize(lenet_file)
     capsys.readouterr()
-    assert main(["evaluate", str(out), "--data", "mnist", "--subset", "256"]) == 0
+    assert main(["evaluate", str(out), "--data", "mnist", "--subset", "256", "--metric", "accuracy"]) == 0
     printed = capsys.readouterr().out
     assert "accuracy:" in printed and "params" in printed.lower()
     out.write_bytes(out.read_bytes()[:-10])
-    assert main(["evaluate", str(out), "--data", "mnist", "--subset", "256"]) == 2
+    assert main(["evaluate", str(out), "--data", "mnist", "--subset", "256", "--metric", "accuracy"]) == 2
     assert "truncated" in the_one_error_line(capsys)
 
 

@@ -39,7 +39,7 @@ def test_prune_then_qat_recipe_exports_int8_with_zeros_and_a_report(tmp_path, ca
     assert int8["technique"] == "prune 80% + QAT w8a8"
     assert "ranges learned in QAT" in int8["notes"]
     # The LiteRT model agrees with the fake-quantized Keras model it came from.
-    assert abs(int8["litert_accuracy"] - int8["keras_accuracy"]) <= 0.002
+    assert abs(int8["litert_metric"] - int8["keras_metric"]) <= 0.002
     treatments = {r["layer"]: r["treatment"] for r in report["meta"]["quantize"][0]["layers"]}
     assert treatments["bn1"] == "folded into conv1"
 

@@ -42,7 +42,7 @@ def test_structured_then_unstructured_then_qat_exports_a_smaller_int8_model(tmp_
     assert rows["model_float32.tflite"]["raw_bytes"] < rows["baseline_float32.tflite"]["raw_bytes"] / 3
     assert rows["model_int8.tflite"]["raw_bytes"] < rows["model_float32.tflite"]["raw_bytes"]
     assert rows["model_float32.tflite"]["macs"] == step["macs_after"]
-    assert rows["model_int8.tflite"]["litert_accuracy"] is not None
+    assert rows["model_int8.tflite"]["litert_metric"] is not None
 
 
 def test_a_subclassed_model_is_refused_before_anything_is_written(tmp_path, capsys):

@@ -14,14 +14,14 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def sample_report():
     report = Report("LeNet-5 on MNIST", meta={"dataset": "mnist", "recipe": {"steps": [{"strip": {}}]}})
-    report.add(ArtifactRow("baseline_float32.tflite", "baseline", "float32", keras_accuracy=0.9912,
-                           litert_accuracy=0.9912, raw_bytes=1_725_000, gzip_bytes=1_600_000,
+    report.add(ArtifactRow("baseline_float32.tflite", "baseline", "float32", keras_metric=0.9912,
+                           litert_metric=0.9912, raw_bytes=1_725_000, gzip_bytes=1_600_000,
                            latency_b1_ms=0.12, latency_b32_ms=2.5, params=431_080, nonzero=431_080,
                            notes="the input model"))
-    report.add(ArtifactRow("model.keras", "prune 90%", "keras", keras_accuracy=0.9901,
+    report.add(ArtifactRow("model.keras", "prune 90%", "keras", keras_metric=0.9901,
                            raw_bytes=1_760_000, gzip_bytes=200_000, params=431_080, nonzero=43_108))
-    report.add(ArtifactRow("model_int8.tflite", "prune 90%", "int8", keras_accuracy=0.9901,
-                           litert_accuracy=0.9897, raw_bytes=450_000, gzip_bytes=75_000,
+    report.add(ArtifactRow("model_int8.tflite", "prune 90%", "int8", keras_metric=0.9901,
+                           litert_metric=0.9897, raw_bytes=450_000, gzip_bytes=75_000,
                            latency_b1_ms=0.2, latency_b32_ms=5.0, params=431_080, nonzero=43_108))
     return report
 
@@ -44,7 +44,7 @@ def test_unmeasured_values_are_shown_as_a_dash():
     line = row_line(sample_report().markdown_table(), "model.keras")
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[4] == "-"  # LiteRT accuracy
-    assert cells[8] == "-" and cells[9] == "-"  # latencies
+    assert cells[9] == "-" and cells[10] == "-"  # latencies
 
 
 def test_table_rows_have_one_cell_per_column_even_with_pipes_in_notes():
@@ -75,7 +75,32 @@ def test_ratio_is_none_without_a_float32_row():
     assert report.reference_row() is None
     assert report.rows[0].ratio is None
     cells = [c.strip() for c in row_line(report.markdown_table(), "model_int8.tflite").strip("|").split("|")]
-    assert cells[7] == "-"
+    assert cells[8] == "-"
+
+
+def test_lost_is_signed_by_the_metric_direction_and_shown_in_its_units():
+    accuracy = sample_report()
+    # Higher is better: the int8 row (98.97% against the baseline's 99.12%) lost 0.15 pt.
+    assert accuracy.lost(accuracy.rows[2]) == pytest.approx(0.9912 - 0.9897)
+    assert "+0.15 pt" in row_line(accuracy.markdown_table(), "model_int8.tflite")
+    mae = Report(metric={"name": "mae", "higher_is_better": False, "percent": False})
+    mae.add(ArtifactRow("baseline_float32.tflite", "baseline", "float32", litert_metric=40.0, gzip_bytes=10))
+    worse = mae.add(ArtifactRow("model_int8.tflite", "prune 80%", "int8", litert_metric=40.5, gzip_bytes=5))
+    better = mae.add(ArtifactRow("model_float32.tflite", "prune 80%", "float32", litert_metric=39.0, gzip_bytes=8))
+    assert mae.lost(worse) == pytest.approx(0.5) and mae.lost(better) == pytest.approx(-1.0)
+    table = mae.markdown_table()
+    assert "Keras mae" in table.splitlines()[0] and "LiteRT mae" in table.splitlines()[0]
+    assert "40.5" in row_line(table, "model_int8.tflite") and "+0.5" in row_line(table, "model_int8.tflite")
+    assert "%" not in row_line(table, "model_int8.tflite").split("|")[5]
+    again = Report.from_dict(json.loads(mae.to_json()))
+    assert again.metric["higher_is_better"] is False and again.lost(again.rows[1]) == pytest.approx(0.5)
+
+
+def test_reports_written_before_metrics_still_load():
+    row = ArtifactRow.from_dict({"name": "a.tflite", "technique": "baseline", "fmt": "float32",
+                                 "keras_accuracy": 0.9, "litert_accuracy": 0.89})
+    assert (row.keras_metric, row.litert_metric) == (0.9, 0.89)
+    assert Report.from_dict({"rows": [row.to_dict()]}).metric["name"] == "accuracy"
 
 
 def test_str_is_the_markdown_table():

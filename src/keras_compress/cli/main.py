@@ -1,9 +1,14 @@
 """`keras-compress`: compress, evaluate and export Keras models from the shell.
 
-    keras-compress compress MODEL.keras --data mnist --recipe RECIPE.yaml --out DIR
-    keras-compress evaluate MODEL.keras|MODEL.tflite --data mnist
-    keras-compress export MODEL.keras --format int8 --data mnist --out model.tflite
+    keras-compress compress MODEL.keras --data SPEC --recipe RECIPE.yaml --out DIR [--metric NAME]
+    keras-compress evaluate MODEL.keras|MODEL.tflite --data SPEC [--metric NAME]
+    keras-compress export MODEL.keras --format int8 --data SPEC --out model.tflite
     keras-compress demo [--out runs/demo] [--epochs 2]
+
+SPEC names the user's data (`keras_compress.data`): mnist, fashion_mnist,
+FILE.npz, FILE.csv?target=COLUMN, an image FOLDER, or package.module:function.
+The metric is by default the one the model was compiled with (read from its
+`.keras` file); `--metric` names another (`keras_compress.metrics`).
 
 TensorFlow's and LiteRT's own start-up lines are held back unless
 `--verbose` is given (before the command: `keras-compress --verbose ...`).
@@ -19,7 +24,7 @@ import os
 import sys
 import zipfile
 
-from keras_compress.cli.recipe import DATASETS, DEMO_RECIPE, LITERT_FORMATS, RecipeError, load_recipe
+from keras_compress.cli.recipe import DEMO_RECIPE, LITERT_FORMATS, RecipeError, load_recipe
 
 PROG = "keras-compress"
 EXIT_OK = 0
@@ -55,7 +60,8 @@ def load_model(path):
     """Loads a `.keras` model for the CLI, turning every failure into a clear `ValueError`.
 
     Args:
-        path: path to a `.keras` file or a keras-compress archive (`.kcar`).
+        path: path to a `.keras` file, a keras-compress archive (`.kcar`), or
+            an `.h5` file saved by Keras 2 (tf_keras) or Keras 3.
 
     Returns:
         The loaded `keras.Model` (not compiled).
@@ -73,6 +79,10 @@ def load_model(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file not found: {path!r}")
     if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            raise ValueError(
+                f"cannot load model {path!r}: it is a TensorFlow SavedModel folder, which Keras 3 cannot load as a "
+                "model. Save it as .keras (Keras 3) or .h5 (tf_keras: model.save('model.h5')) and pass that file")
         raise ValueError(f"cannot load model {path!r}: it is a folder, expected a .keras file")
     if path.endswith(".kcar"):
         from keras_compress.export import archive
@@ -89,40 +99,52 @@ def load_model(path):
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # noqa: BLE001 - Keras raises many types on a bad archive
-        raise ValueError(f"cannot load model {path!r}: {type(error).__name__}: {_one_line(error)}") from None
+        hint = ""
+        if path.endswith((".h5", ".hdf5")):
+            hint = (" (an .h5 file from Keras 2 loads when its layers exist in Keras 3; a custom layer or a "
+                    "tfmot wrapper does not: strip tfmot's wrappers in tf_keras first, or register the custom "
+                    "class with keras.saving.register_keras_serializable)")
+        raise ValueError(f"cannot load model {path!r}: {type(error).__name__}: {_one_line(error)}{hint}") from None
     if not isinstance(model, keras.Model):
         raise ValueError(f"cannot load model {path!r}: it holds a {type(model).__name__}, not a Keras model")
     return model
 
 
-def load_data(name, subset=None):
-    """Loads a dataset for the CLI, optionally keeping only the first `subset` samples of each split.
+def load_data(spec, subset=None, model=None):
+    """Loads the data a spec names for the CLI (`keras_compress.data.load`), cut to `subset` samples per split.
 
     Args:
-        name: `"mnist"` or `"fashion_mnist"`.
-        subset: keep the first `subset` train and test samples (quick runs), or `None`.
+        spec: a data spec: `mnist`, `fashion_mnist`, `FILE.npz`, `FILE.csv?target=COLUMN`, an image
+            folder, or `package.module:function`.
+        subset: keep the first `subset` samples of each split (quick runs), or `None`.
+        model: the model the data is for (an image folder is sized for it).
 
     Returns:
-        `((x_train, y_train), (x_test, y_test))`.
+        A `keras_compress.data.Dataset`.
 
     Raises:
-        ValueError: on an unknown dataset name.
-        FileNotFoundError: if the data cannot be found or downloaded.
+        ValueError: on an unknown or malformed spec, or data that cannot be read.
+        FileNotFoundError: if a built-in dataset cannot be found.
 
     Example:
-    >>> (x, y), (x_test, y_test) = load_data("mnist", subset=512)
+    >>> data = load_data("mnist", subset=512)
     """
-    from keras_compress import datasets
+    from keras_compress import data
 
-    (x_train, y_train), (x_test, y_test) = datasets.load(name)
-    if subset:
-        x_train, y_train, x_test, y_test = x_train[:subset], y_train[:subset], x_test[:subset], y_test[:subset]
-    return (x_train, y_train), (x_test, y_test)
+    return data.load(spec, model=model, subset=subset)
 
 
-def _dataset_meta(name, data, subset):
-    (x_train, _), (x_test, _) = data
-    return {"dataset": name, "subset": subset, "train_samples": len(x_train), "test_samples": len(x_test)}
+def _metric(args, model=None):
+    """The metric to measure: `--metric`, else the compile config saved in the model file, else the model's."""
+    from keras_compress import metrics
+
+    compile_config = metrics.compile_config(args.model) if args.model.endswith(".keras") else None
+    return metrics.get(getattr(args, "metric", None), model, compile_config=compile_config,
+                       higher_is_better=False if getattr(args, "lower_is_better", False) else None)
+
+
+def _shown(metric, value):
+    return f"{100 * value:.2f}%" if metric.percent else f"{value:.6g}"
 
 
 # -- subcommands ----------------------------------------------------------------
@@ -135,13 +157,19 @@ def _cmd_compress(args):
     dataset = args.data or recipe.data
     if dataset is None:
         raise ValueError("no dataset: pass --data or set 'data' in the recipe")
+    from keras_compress import metrics
+
     model = load_model(args.model)
-    data = load_data(dataset, args.subset)
+    data = load_data(dataset, args.subset, model)
     check_data_fits(model, data)
+    compile_config = metrics.compile_config(args.model) if args.model.endswith(".keras") else None
+    metric = metrics.get(args.metric or recipe.metric, model, compile_config=compile_config,
+                         higher_is_better=False if args.lower_is_better else None)
     meta = {"model_file": os.path.abspath(args.model), "recipe_file": os.path.abspath(args.recipe),
-            **_dataset_meta(dataset, data, args.subset)}
+            **data.describe()}
     report = run_recipe(model, recipe, data, args.out, progress=not args.quiet,
-                        title=f"keras-compress: {model.name} on {dataset}", meta=meta)
+                        title=f"keras-compress: {model.name} on {dataset}", meta=meta, metric=metric,
+                        loss=metrics.loss_from_compile(compile_config))
     print(report)
     print(f"\nWrote {os.path.abspath(args.out)} (report.html, report.md, report.json)")
     return EXIT_OK
@@ -152,34 +180,40 @@ def _cmd_evaluate(args):
 
     path = args.model
     kind = os.path.splitext(path)[1].lower()
-    if kind not in (".keras", ".kcar", ".tflite"):
-        raise ValueError(f"MODEL must be a .keras, .kcar or .tflite file. Received: {path!r}")
+    if kind not in (".keras", ".kcar", ".h5", ".tflite"):
+        raise ValueError(f"MODEL must be a .keras, .kcar, .h5 or .tflite file. Received: {path!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file not found: {path!r}")
-    if kind in (".keras", ".kcar"):
+    counts = None
+    if kind != ".tflite":
+        from keras_compress import metrics
         from keras_compress.cli.runner import check_data_fits
 
         model = load_model(path)
-        data = load_data(args.data, args.subset)
+        data = load_data(args.data, args.subset, model)
         check_data_fits(model, data)
-        _, (x_test, y_test) = data
-        accuracy = evaluate.keras_accuracy(model, x_test, y_test)
+        metric = _metric(args, model)
+        predict, names = metrics.keras_predictor(model), metrics.output_names(model)
         counts = evaluate.count_parameters(model)
     else:
         from keras_compress.export import litert
 
         try:
-            litert.LiteRTModel(path)
+            runtime = litert.LiteRTModel(path)
         except ImportError:
             raise
         except Exception as error:  # noqa: BLE001 - the interpreter raises many types on a bad file
             raise ValueError(f"cannot load LiteRT model {path!r}: {_one_line(error)}") from None
-        _, (x_test, y_test) = load_data(args.data, args.subset)
-        accuracy = litert.litert_accuracy(path, x_test, y_test)
-        counts = None
+        if not args.metric:
+            raise ValueError("a .tflite file keeps no compile config: name the metric, e.g. --metric accuracy "
+                             "or --metric mae")
+        data = load_data(args.data, args.subset)
+        metric, predict, names = _metric(args), runtime.predict, runtime.output_names
+    value = metric.score(predict, data.test, output_names=names)
     size = evaluate.sizes(path)
     print(f"model:    {path}")
-    print(f"accuracy: {100 * accuracy:.2f}% on {len(x_test):,} {args.data} test images")
+    print(f"{metric.name}: {_shown(metric, value)} on {data.test.num_samples:,} test samples of {args.data} "
+          f"({'higher' if metric.higher_is_better else 'lower'} is better)")
     print(f"size:     {size['raw_bytes']:,} bytes (gzip: {size['gzip_bytes']:,} bytes)")
     if counts is not None:
         share = counts["nonzero"] / counts["total"] if counts["total"] else 0.0
@@ -208,7 +242,7 @@ def _cmd_export(args):
     if args.data:
         from keras_compress.cli.runner import check_data_fits
 
-        data = load_data(args.data, args.subset)
+        data = load_data(args.data, args.subset, model)
         check_data_fits(model, data)
     from keras_compress.export import litert
 
@@ -216,8 +250,10 @@ def _cmd_export(args):
     os.makedirs(parent, exist_ok=True)
     kwargs = {}
     if args.format == "int8":
-        kwargs = {"representative_data": data[0][0][: args.calibration_samples],
-                  "num_calibration_samples": min(args.calibration_samples, len(data[0][0])),
+        from keras_compress.data.split import structure_length
+
+        calibration, _ = data.train.take(args.calibration_samples)
+        kwargs = {"representative_data": calibration, "num_calibration_samples": structure_length(calibration),
                   "int8_io": args.int8_io}
     elif args.int8_io:
         raise ValueError(f"--int8-io needs --format int8 (full integer). Received: --format {args.format}")
@@ -225,9 +261,17 @@ def _cmd_export(args):
     size = evaluate.sizes(path)
     print(f"wrote {path} ({args.format}): {size['raw_bytes']:,} bytes (gzip: {size['gzip_bytes']:,} bytes)")
     if data is not None:
-        _, (x_test, y_test) = data
-        accuracy = litert.litert_accuracy(path, x_test, y_test)
-        print(f"LiteRT accuracy: {100 * accuracy:.2f}% on {len(x_test):,} {args.data} test images")
+        from keras_compress import metrics
+
+        try:
+            metric = _metric(args, model)
+        except metrics.MetricError:  # nothing to measure with: the file is written, say so
+            print("LiteRT metric: not measured (the model has no compile config; pass --metric NAME)")
+            return EXIT_OK
+        runtime = litert.LiteRTModel(path)
+        value = metric.score(runtime.predict, data.test, output_names=runtime.output_names)
+        print(f"LiteRT {metric.name}: {_shown(metric, value)} on {data.test.num_samples:,} test samples of "
+              f"{args.data}")
     return EXIT_OK
 
 
@@ -281,9 +325,10 @@ def demo_baseline(epochs=DEMO_BASELINE_EPOCHS, data=None, subset=None, progress=
             return model, path
         except ValueError as error:
             print(f"[keras-compress] retraining: {_one_line(error)}", file=sys.stderr)
-    if data is None:
-        data = load_data(DEMO_DATA, subset)
-    (x_train, y_train), _ = data
+    from keras_compress.data import as_dataset
+
+    data = load_data(DEMO_DATA, subset) if data is None else as_dataset(data)
+    x_train, y_train = data.train.take()
     if progress:
         print(f"[keras-compress] training the baseline {DEMO_MODEL} on {DEMO_DATA} "
               f"({epochs} epochs, cached as {path})", file=sys.stderr)
@@ -311,10 +356,10 @@ def _cmd_analyze(args):
     if not os.path.isfile(args.model):
         raise FileNotFoundError(f"model file not found: {args.model!r}")
     model = load_model(args.model)
-    data = load_data(args.data)
+    data = load_data(args.data, model=model)
     check_data_fits(model, data)
-    (x, y), _ = data
-    summary = analyze(model, (x[: args.samples], y[: args.samples]), args.out, method=args.method,
+    x, y = data.train.take(args.samples)
+    summary = analyze(model, (x, y), args.out, method=args.method,
                       target_sparsity=args.target_sparsity, max_samples=args.samples)
     for row in summary["weights"]:
         print(f"{row['name']:<32} {row['params']:>10,} params  suggested target "
@@ -330,15 +375,27 @@ def _cmd_demo(args):
     data = load_data(DEMO_DATA, args.subset)
     model, path = demo_baseline(args.epochs, data, args.subset, progress=not args.quiet)
     meta = {"model_file": path, "baseline_epochs": args.epochs, "recipe_file": "(built-in demo recipe)",
-            **_dataset_meta(DEMO_DATA, data, args.subset)}
+            **data.describe()}
     report = run_recipe(model, recipe, data, args.out, progress=not args.quiet,
-                        title="keras-compress demo: LeNet-5 on MNIST", meta=meta)
+                        title="keras-compress demo: LeNet-5 on MNIST", meta=meta, metric="accuracy")
     print(report)
     print(f"\nWrote {os.path.abspath(args.out)} (report.html, report.md, report.json)")
     return EXIT_OK
 
 
 # -- parser and entry point -------------------------------------------------
+
+
+_DATA_HELP = ("mnist, fashion_mnist, FILE.npz, FILE.csv?target=COLUMN, an image FOLDER (one subfolder per class), "
+              "or package.module:function")
+
+
+def _metric_arguments(parser):
+    parser.add_argument("--metric", metavar="NAME",
+                        help="what to measure (default: the model's compiled metric, else its loss): a Keras "
+                             "metric name (accuracy, auc, mae, ...), NAME@OUTPUT, or package.module:function")
+    parser.add_argument("--lower-is-better", action="store_true",
+                        help="with a --metric function: lower values are better")
 
 
 def build_parser():
@@ -363,7 +420,8 @@ def build_parser():
     p = sub.add_parser("compress", help="run a recipe on a model; write artifacts and a report")
     p.add_argument("model", metavar="MODEL.keras", help="the trained input model")
     p.add_argument("--recipe", required=True, metavar="RECIPE.yaml", help="the recipe (see recipes/demo.yaml)")
-    p.add_argument("--data", choices=DATASETS, help="dataset (default: the recipe's 'data')")
+    p.add_argument("--data", metavar="SPEC", help=f"the data (default: the recipe's 'data'): {_DATA_HELP}")
+    _metric_arguments(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced at the end if it exists)")
     p.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N train and test samples")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -371,7 +429,8 @@ def build_parser():
 
     p = sub.add_parser("evaluate", help="print a model's accuracy and size")
     p.add_argument("model", metavar="MODEL", help="a .keras or .tflite file")
-    p.add_argument("--data", required=True, choices=DATASETS, help="dataset whose test split is used")
+    p.add_argument("--data", required=True, metavar="SPEC", help=f"the data whose test split is used: {_DATA_HELP}")
+    _metric_arguments(p)
     p.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N test samples")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -379,7 +438,8 @@ def build_parser():
     p.add_argument("model", metavar="MODEL.keras", help="the model to export")
     p.add_argument("--format", required=True, choices=LITERT_FORMATS + ("archive",),
                    help="LiteRT format, or 'archive' for the compact .kcar format")
-    p.add_argument("--data", choices=DATASETS, help="dataset for int8 calibration (and accuracy)")
+    p.add_argument("--data", metavar="SPEC", help=f"data for int8 calibration (and the metric): {_DATA_HELP}")
+    _metric_arguments(p)
     p.add_argument("--out", required=True, metavar="PATH", help="output file (.tflite, or .kcar for archive)")
     p.add_argument("--int8-io", action="store_true",
                    help="with --format int8: int8 input and output tensors too (integer-only accelerators)")
@@ -390,7 +450,7 @@ def build_parser():
 
     p = sub.add_parser("analyze", help="importance scores, sensitivity curves and suggested targets, as figures")
     p.add_argument("model", metavar="MODEL.keras", help="the trained model")
-    p.add_argument("--data", required=True, choices=DATASETS, help="dataset whose training split is scored")
+    p.add_argument("--data", required=True, metavar="SPEC", help=f"the data whose training split is scored: {_DATA_HELP}")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced at the end if it exists)")
     p.add_argument("--method", default="taylor", choices=("magnitude", "taylor", "fisher", "obd"),
                    help="importance score (default: taylor)")

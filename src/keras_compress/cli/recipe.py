@@ -32,7 +32,7 @@ from keras_compress.core.steps import AUTO, RecipeError, Step, registered, step_
 from keras_compress.datasets import DATASETS
 from keras_compress.export.config import EXPORT_FORMATS, LITERT_FORMATS
 
-TOP_LEVEL_KEYS = ("model", "data", "steps")
+TOP_LEVEL_KEYS = ("model", "data", "metric", "steps")
 
 # Names kept from before the step registry (tests and scripts import them).
 _STEP_MODULE_NAMES = {
@@ -77,7 +77,10 @@ class Recipe:
     Attributes:
         steps: the steps, in order (each a `Step` from the registry).
         model: a description of the model the recipe was written for, or `None`.
-        data: the default dataset name, or `None`.
+        data: the default data spec (`keras_compress.data`: a built-in name, a file, a folder, an entry
+            point), or `None`.
+        metric: the metric every row measures (`keras_compress.metrics.get`), or `None` for the one the
+            model was compiled with.
 
     Example:
     >>> recipe = load_recipe(DEMO_RECIPE)
@@ -88,6 +91,7 @@ class Recipe:
     steps: tuple = ()
     model: str | None = None
     data: str | None = None
+    metric: str | None = None
 
     @property
     def export_step(self):
@@ -107,6 +111,8 @@ class Recipe:
             out["model"] = self.model
         if self.data is not None:
             out["data"] = self.data
+        if self.metric is not None:
+            out["metric"] = self.metric
         out["steps"] = [step.to_dict() for step in self.steps]
         return out
 
@@ -201,15 +207,24 @@ def parse_recipe(data: Any) -> Recipe:
     if model is not None and not isinstance(model, str):
         raise RecipeError(f"recipe: 'model' must be a string. Received: model={model!r} ({_type_name(model)})")
     dataset = data.get("data")
-    if dataset is not None and dataset not in DATASETS:
-        raise RecipeError(f"recipe: unknown dataset. Allowed: {list(DATASETS)}. Received: data={dataset!r}")
+    if dataset is not None:
+        from keras_compress.data.spec import DataError, parse
+
+        try:
+            parse(dataset)
+        except DataError as error:
+            raise RecipeError(f"recipe: unknown dataset 'data': {error}") from None
+    metric = data.get("metric")
+    if metric is not None and (not isinstance(metric, str) or not metric):
+        raise RecipeError(f"recipe: 'metric' must be a metric name or package.module:function. "
+                          f"Received: metric={metric!r} ({_type_name(metric)})")
     steps = data["steps"]
     if not isinstance(steps, list) or not steps:
         raise RecipeError(f"recipe: 'steps' must be a non-empty list. Received: steps={steps!r}")
     parsed = tuple(_parse_step(i, entry) for i, entry in enumerate(steps, 1))
     for index, step in enumerate(parsed, 1):
         step.check_order(index, parsed)
-    return Recipe(parsed, model, dataset)
+    return Recipe(parsed, model, dataset, metric)
 
 
 def load_recipe(path_or_text) -> Recipe:

@@ -30,67 +30,79 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _per_sample_shape(model, which):
-    """Per-sample shape of the model's single input or output, or None when unknown."""
+def _model_tensors(model, which):
     try:
         tensors = model.inputs if which == "inputs" else model.outputs
     except (AttributeError, ValueError):
         return None
-    if not tensors or len(tensors) != 1:
-        return None
-    return tuple(tensors[0].shape[1:])
+    return list(tensors or []) or None
+
+
+def _tensor_name(tensor):
+    return getattr(tensor, "name", "").split(":")[0].split("/")[0]
+
+
+def _matched(model, x):
+    """Pairs of (model input tensor, data array) for a sample structure `x`, matched by position or name."""
+    inputs = _model_tensors(model, "inputs")
+    if inputs is None:
+        return []
+    if isinstance(x, dict):
+        names = [_tensor_name(t) for t in inputs]
+        missing = [n for n in names if n not in x]
+        if missing:
+            raise ValueError(f"data does not fit the model: model {model.name!r} has inputs {names}, the data "
+                             f"has no {missing} (it has {sorted(x)})")
+        return [(t, x[n]) for t, n in zip(inputs, names)]
+    arrays = list(x) if isinstance(x, (list, tuple)) else [x]
+    if len(arrays) != len(inputs):
+        raise ValueError(f"data does not fit the model: model {model.name!r} has {len(inputs)} input(s), "
+                         f"the data gives {len(arrays)}")
+    return list(zip(inputs, arrays))
 
 
 def check_data_fits(model, data):
-    """Checks that `data` suits `model`: array shapes, sample shape and label range.
+    """Checks that `data` suits `model`: sample shapes against every input, labels against class counts.
+
+    A stream is checked on its first batch; arrays whole.
 
     Args:
-        model: a Keras classifier with one input and one output of class scores.
-        data: `((x_train, y_train), (x_test, y_test))` as from `datasets.load`.
+        model: a Keras model (one or several inputs and outputs).
+        data: a `keras_compress.data.Dataset`, or `((x_train, y_train), (x_test, y_test))` arrays.
 
     Returns:
         `None`.
 
     Raises:
-        ValueError: if `data` is malformed, a sample's shape does not fit the
-            model's input shape, or a label is outside the model's classes.
+        ValueError: if `data` is malformed, a sample's shape does not fit the model's input shape, or an
+            integer label is outside the classes of a classifier's output.
 
     Example:
-    >>> check_data_fits(keras_compress.zoo.lenet5(), keras_compress.datasets.load("mnist"))
+    >>> check_data_fits(keras_compress.zoo.lenet5(), keras_compress.data.load("mnist"))
     """
-    try:
-        (x_train, y_train), (x_test, y_test) = data
-    except (TypeError, ValueError):
-        raise ValueError(
-            "data must be ((x_train, y_train), (x_test, y_test)). "
-            f"Received: {type(data).__name__}"
-        ) from None
-    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        x, y = np.asarray(x), np.asarray(y)
-        if x.ndim < 1 or len(x) == 0:
-            raise ValueError(f"{split} data must hold at least one sample. Received: x.shape={x.shape}")
-        if len(x) != len(y):
-            raise ValueError(
-                f"{split} data: x and y must hold the same number of samples. "
-                f"Received: len(x)={len(x)}, len(y)={len(y)}"
-            )
-    sample = tuple(np.asarray(x_train).shape[1:])
-    expected = _per_sample_shape(model, "inputs")
-    if expected is not None:
-        fits = len(sample) == len(expected) and all(e is None or e == d for d, e in zip(sample, expected))
-        if not fits or tuple(np.asarray(x_test).shape[1:]) != sample:
-            raise ValueError(
-                f"data does not fit the model: samples have shape {sample} but model "
-                f"{model.name!r} expects inputs of shape {tuple(expected)} (batch axis excluded)"
-            )
-    out = _per_sample_shape(model, "outputs")
-    if out and out[-1] is not None:
-        top = int(max(np.max(y_train), np.max(y_test)))
-        if top >= out[-1]:
-            raise ValueError(
-                f"data does not fit the model: labels go up to {top} but model "
-                f"{model.name!r} outputs {out[-1]} class scores"
-            )
+    from keras_compress.data import as_dataset
+
+    dataset = as_dataset(data)
+    outputs = _model_tensors(model, "outputs")
+    for split in (dataset.train, dataset.test):
+        x, y = split.take() if not split.streaming else split.first_batch()
+        for tensor, array in _matched(model, x):
+            sample, expected = tuple(np.asarray(array).shape[1:]), tuple(tensor.shape[1:])
+            fits = len(sample) == len(expected) and all(e is None or e == d for d, e in zip(sample, expected))
+            if not fits:
+                raise ValueError(
+                    f"data does not fit the model: {split.name} samples have shape {sample} but model "
+                    f"{model.name!r} expects inputs of shape {expected} (batch axis excluded)")
+        if y is None or outputs is None or len(outputs) != 1 or isinstance(y, (dict, list, tuple)):
+            continue
+        y = np.asarray(y)
+        classes = outputs[0].shape[-1]
+        if classes and classes > 1 and np.issubdtype(y.dtype, np.integer) and y.ndim <= 2 and y.size and (
+                y.ndim == 1 or y.shape[-1] == 1):
+            top, low = int(np.max(y)), int(np.min(y))
+            if top >= classes or low < 0:
+                raise ValueError(f"data does not fit the model: {split.name} labels go from {low} to {top} but "
+                                 f"model {model.name!r} outputs {classes} class scores")
 
 
 def _plain(value):
@@ -124,23 +136,36 @@ def _versions():
 
 
 class _Run:
-    """The state of one `run_recipe` call: the model, where it writes and what it measured."""
+    """The state of one `run_recipe` call: the model, its data and metric, where it writes and what it measured."""
 
-    def __init__(self, model, data, work_dir, report, progress, latency_runs):
+    def __init__(self, model, data, work_dir, report, progress, latency_runs, metric=None, loss=None):
+        from keras_compress import metrics
+        from keras_compress.data import as_dataset
         from keras_compress.export import litert
 
         self.litert = litert
         self.model = model
-        (self.x_train, self.y_train), (self.x_test, self.y_test) = data
+        self.data = as_dataset(data)
+        self.metric = metrics.get(metric, model)
+        self.loss = loss  # the loss fine-tuning uses when its step names none (the model's compiled loss)
+        self.output_names = metrics.output_names(model)
         self.work_dir = work_dir
         self.report = report
         self.progress = progress
         self.latency_runs = latency_runs
-        self.num_train_samples = len(self.x_train)
         self.techniques = []
         self.summaries = {}  # "<technique>_summary" -> what its summary said before each strip
         self.skipped = []  # artifacts a recipe asked for that cannot exist, and why
         self.prepared = {}  # step index -> what the step's `prepare` resolved
+
+    @property
+    def num_train_samples(self):
+        """Training samples (a stream that does not say is counted by one pass)."""
+        train = self.data.train
+        if train.num_samples is None:
+            for _ in train.batches():
+                pass
+        return train.num_samples
 
     def log(self, message):
         if self.progress:
@@ -149,6 +174,15 @@ class _Run:
     @property
     def technique(self):
         return " + ".join(self.techniques) or "unchanged"
+
+    def score(self, predict):
+        """The run's metric of a predictor (a Keras model's or a LiteRT interpreter's) on the test split."""
+        return self.metric.score(predict, self.data.test, output_names=self.output_names)
+
+    def score_model(self, model):
+        from keras_compress import metrics
+
+        return self.score(metrics.keras_predictor(model))
 
     def stats(self, model):
         from keras_compress import evaluate
@@ -159,7 +193,7 @@ class _Run:
         except ValueError:  # a subclassed model: no graph to count
             macs = None
         return {
-            "keras_accuracy": evaluate.keras_accuracy(model, self.x_test, self.y_test),
+            "keras_metric": self.score_model(model),
             "params": counts["total"],
             "nonzero": counts["nonzero"],
             "macs": macs,
@@ -167,6 +201,12 @@ class _Run:
 
     def measure_litert(self, path, technique, fmt, stats, notes=""):
         from keras_compress import evaluate
+
+        runtime = self.litert.LiteRTModel(path)
+        names = [_tensor_name(t) for t in (_model_tensors(self.model, "inputs") or [])]
+
+        def predict(x):  # a list of inputs is in the Keras model's order; the file takes them by name
+            return runtime.predict(dict(zip(names, x)) if isinstance(x, (list, tuple)) else x)
 
         latencies = {
             batch: 1000.0 * self.litert.litert_latency(path, batch_size=batch, runs=self.latency_runs)
@@ -176,8 +216,8 @@ class _Run:
             name=os.path.basename(path),
             technique=technique,
             fmt=fmt,
-            keras_accuracy=stats["keras_accuracy"],
-            litert_accuracy=self.litert.litert_accuracy(path, self.x_test, self.y_test),
+            keras_metric=stats["keras_metric"],
+            litert_metric=self.score(predict),
             latency_b1_ms=latencies[1],
             latency_b32_ms=latencies[32],
             params=stats["params"],
@@ -221,7 +261,7 @@ def _swap_into_place(work_dir, out_dir):
 
 
 def run_recipe(model, recipe, data, out_dir, progress=True, *, title=None, meta=None,
-               latency_runs=50, seed=0):
+               latency_runs=50, seed=0, metric=None, loss=None):
     """Runs `recipe` on `model` and writes the artifacts and report into `out_dir`.
 
     First the input model is measured as the baseline (its own float32
@@ -231,8 +271,8 @@ def run_recipe(model, recipe, data, out_dir, progress=True, *, title=None, meta=
     through its registered `Step.run` (`core/steps.py`; the techniques'
     steps live in their own folders). A step that must come last (export)
     runs with its defaults when the recipe leaves it out. The export step
-    writes `model.keras` and `model_<fmt>.tflite`, each measured: Keras and
-    LiteRT accuracy on the whole test set, raw and gzip bytes, latency at
+    writes `model.keras` and `model_<fmt>.tflite`, each measured: the
+    metric of the Keras model and of the LiteRT file on the whole test split, raw and gzip bytes, latency at
     batch 1 and 32, parameter counts. The report is written last
     (`report.json`, `report.md`, `size_vs_accuracy.png`, `report.html`),
     with each step's record under its name in `meta`.
@@ -244,18 +284,24 @@ def run_recipe(model, recipe, data, out_dir, progress=True, *, title=None, meta=
     contents until the run succeeds.
 
     Args:
-        model: a built Keras classifier (logits or probabilities). It is
-            modified in place (pruned, fine-tuned, stripped).
+        model: a built Keras model. It is modified in place (pruned,
+            fine-tuned, stripped).
         recipe: a `Recipe` from `load_recipe`.
-        data: `((x_train, y_train), (x_test, y_test))`; the train split is
-            used for fine-tuning and int8 calibration, the test split for
-            every accuracy.
+        data: a `keras_compress.data.Dataset` (`keras_compress.data.load`:
+            arrays or streams) or `((x_train, y_train), (x_test, y_test))`;
+            the train split is used for fine-tuning and int8 calibration,
+            the test split for every measurement.
         out_dir: output folder (created; replaced if it exists).
         progress: show progress (Keras progress bar, tqdm, stage lines on stderr).
         title: report title (default from the model name).
         meta: extra metadata merged into the report's `meta`.
         latency_runs: timed runs per latency measurement.
         seed: random seed set before running (Keras, NumPy, backend).
+        metric: what every row measures (`keras_compress.metrics.get`): `None`
+            for the recipe's `metric`, else the model's compiled metric or loss.
+        loss: the loss fine-tuning uses when its step names none (a Keras
+            loss or its name); `None`: the model's compiled loss, else sparse
+            categorical cross-entropy on logits.
 
     Returns:
         The `Report` that was written.
@@ -263,7 +309,8 @@ def run_recipe(model, recipe, data, out_dir, progress=True, *, title=None, meta=
     Raises:
         TypeError: if `recipe` is not a `Recipe`.
         ValueError: if the data does not fit the model, `out_dir` is a file,
-            or a step's preparation fails (a prune step with nothing to prune).
+            a step's preparation fails (a prune step with nothing to prune),
+            or no metric is named and the model was never compiled.
         RecipeError: if a step's resolved settings are invalid.
         ImportError: if the LiteRT export dependencies are missing.
 
@@ -283,10 +330,12 @@ def run_recipe(model, recipe, data, out_dir, progress=True, *, title=None, meta=
     out_dir = os.path.abspath(os.fspath(out_dir))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"output path exists and is not a folder: {out_dir!r}")
-    (x_train, _), (x_test, _) = data
     # Each step resolves what it can against the model and data now (an
     # `auto` setting, a trial on a clone), so a bad step fails before writing.
-    run = _Run(model, data, None, None, progress, latency_runs)
+    if loss is None and getattr(model, "compiled", False):
+        loss = getattr(model, "loss", None)
+    run = _Run(model, data, None, None, progress, latency_runs,
+               metric=metric if metric is not None else recipe.metric, loss=loss)
     for index, step in enumerate(recipe.steps, 1):
         run.prepared[index] = step.prepare(run, index, recipe.steps)
     from keras_compress.export import litert  # noqa: F401 - fail on a missing toolchain before writing
@@ -296,14 +345,14 @@ def run_recipe(model, recipe, data, out_dir, progress=True, *, title=None, meta=
     report_meta = {
         "model": model.name,
         "recipe": recipe.to_dict(),
-        "train_samples": len(x_train),
-        "test_samples": len(x_test),
+        **run.data.describe(),
+        "metric": run.metric.describe(),
         **_versions(),
         "machine": _machine(),
         "started": _now(),
     }
     report_meta.update(meta or {})
-    report = Report(title or f"keras-compress: {model.name}", meta=report_meta)
+    report = Report(title or f"keras-compress: {model.name}", meta=report_meta, metric=run.metric.describe())
 
     parent, base = os.path.split(out_dir)
     os.makedirs(parent, exist_ok=True)

@@ -73,11 +73,18 @@ def atomic_write(path, data):
     return path
 
 
+# Row keys of reports written when every report measured top-1 accuracy.
+_LEGACY_KEYS = {"keras_accuracy": "keras_metric", "litert_accuracy": "litert_metric"}
+# The metric a report measures when none is stated (reports written before metrics).
+DEFAULT_METRIC = {"name": "accuracy", "higher_is_better": True, "percent": True}
+
+
 @dataclasses.dataclass
 class ArtifactRow:
     """One measured artifact (a `.keras` or `.tflite` file) in a `Report`.
 
-    Accuracies are fractions in [0, 1] (the table shows them in %); sizes are
+    `keras_metric` and `litert_metric` are the report's metric (`Report.metric`:
+    accuracy, MAE, a task's score; an accuracy is a fraction in [0, 1], shown in %); sizes are
     bytes; latencies are median milliseconds per batch. `ratio` is filled in
     by the `Report`: the baseline float32 artifact's gzip bytes divided by
     this artifact's gzip bytes. Any measurement may be `None` (not measured).
@@ -86,8 +93,8 @@ class ArtifactRow:
         name: artifact file name, e.g. `"model_int8.tflite"`.
         technique: what was done to the model, e.g. `"baseline"`, `"prune 90%"`.
         fmt: `"keras"`, `"float32"`, `"float16"`, `"dynamic_int8"` or `"int8"`.
-        keras_accuracy: test accuracy of the Keras model the artifact came from.
-        litert_accuracy: test accuracy of the LiteRT artifact itself.
+        keras_metric: the metric of the Keras model the artifact came from, on the test split.
+        litert_metric: the metric of the LiteRT artifact itself (its interpreter's predictions).
         raw_bytes: file size.
         gzip_bytes: gzip-compressed file size (what sparsity buys on disk).
         ratio: compression ratio against the baseline float32 artifact.
@@ -102,14 +109,14 @@ class ArtifactRow:
 
     Example:
     >>> row = ArtifactRow("model_int8.tflite", "prune 90%", "int8",
-    ...                   litert_accuracy=0.989, raw_bytes=120_000, gzip_bytes=40_000)
+    ...                   litert_metric=0.989, raw_bytes=120_000, gzip_bytes=40_000)
     """
 
     name: str
     technique: str
     fmt: str
-    keras_accuracy: float | None = None
-    litert_accuracy: float | None = None
+    keras_metric: float | None = None
+    litert_metric: float | None = None
     raw_bytes: int | None = None
     gzip_bytes: int | None = None
     ratio: float | None = None
@@ -124,8 +131,8 @@ class ArtifactRow:
 
     @property
     def accuracy(self):
-        """The accuracy to show for this artifact: LiteRT's if measured, else Keras's."""
-        return self.litert_accuracy if self.litert_accuracy is not None else self.keras_accuracy
+        """The metric to show for this artifact: LiteRT's if measured, else Keras's."""
+        return self.litert_metric if self.litert_metric is not None else self.keras_metric
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the row as a dict of plain values (JSON-able).
@@ -160,6 +167,7 @@ class ArtifactRow:
                 f"ArtifactRow.from_dict expects a dict. Received: {type(data).__name__}"
             )
         fields = [f.name for f in dataclasses.fields(cls)]
+        data = {_LEGACY_KEYS.get(k, k): v for k, v in data.items()}  # reports written before metrics
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise ValueError(f"Unknown key(s) for ArtifactRow: {unknown}. Allowed keys: {fields}")
@@ -182,13 +190,15 @@ class Report:
         rows: the `ArtifactRow`s, in the order they were added.
         meta: free-form, JSON-able run metadata (model, dataset, recipe,
             machine, Keras backend and version, timestamps, fine-tune settings).
+        metric: what `keras_metric` and `litert_metric` measure: `name`,
+            `higher_is_better`, `percent` (see `keras_compress.metrics.Metric.describe`).
 
     Example:
     >>> report = Report("LeNet-5 on MNIST", meta={"dataset": "mnist"})
     >>> report.add(ArtifactRow("baseline_float32.tflite", "baseline", "float32",
-    ...                        litert_accuracy=0.991, gzip_bytes=1_600_000))
+    ...                        litert_metric=0.991, gzip_bytes=1_600_000))
     >>> report.add(ArtifactRow("model_int8.tflite", "prune 90%", "int8",
-    ...                        litert_accuracy=0.990, gzip_bytes=75_000))
+    ...                        litert_metric=0.990, gzip_bytes=75_000))
     >>> report.rows[1].ratio
     21.333333333333332
     >>> print(report)          # the Markdown table
@@ -198,11 +208,30 @@ class Report:
     title: str = "keras-compress report"
     rows: list[ArtifactRow] = dataclasses.field(default_factory=list)
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    metric: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_METRIC))
 
     def __post_init__(self):
         self.rows = [r if isinstance(r, ArtifactRow) else ArtifactRow.from_dict(r) for r in self.rows]
         self.meta = dict(self.meta or {})
+        self.metric = {**DEFAULT_METRIC, **(self.metric or {})}
         self.update_ratios()
+
+    def lost(self, row: ArtifactRow) -> float | None:
+        """How much worse `row`'s metric is than the reference row's (positive = worse), in its own units.
+
+        The direction is the metric's: for an error (MAE) a larger value is worse.
+
+        Example:
+        >>> report = Report(metric={"name": "mae", "higher_is_better": False, "percent": False},
+        ...                 rows=[ArtifactRow("a", "baseline", "float32", litert_metric=2.0)])
+        >>> report.lost(ArtifactRow("b", "prune", "int8", litert_metric=2.5))
+        0.5
+        """
+        reference = self.reference_row()
+        if reference is None or reference.accuracy is None or row.accuracy is None:
+            return None
+        difference = reference.accuracy - row.accuracy
+        return difference if self.metric.get("higher_is_better", True) else -difference
 
     # -- rows -------------------------------------------------------------
 
@@ -290,6 +319,7 @@ class Report:
             "version": REPORT_VERSION,
             "title": self.title,
             "meta": self.meta,
+            "metric": self.metric,
             "rows": [row.to_dict() for row in self.rows],
         }
 
@@ -314,7 +344,7 @@ class Report:
         """
         if not isinstance(data, dict):
             raise TypeError(f"Report.from_dict expects a dict. Received: {type(data).__name__}")
-        allowed = ["version", "title", "meta", "rows"]
+        allowed = ["version", "title", "meta", "metric", "rows"]
         unknown = sorted(set(data) - set(allowed))
         if unknown:
             raise ValueError(f"Unknown key(s) for Report: {unknown}. Allowed keys: {allowed}")
@@ -325,6 +355,7 @@ class Report:
             title=data.get("title", cls.title),
             rows=[ArtifactRow.from_dict(r) for r in rows],
             meta=dict(data.get("meta") or {}),
+            metric=dict(data.get("metric") or DEFAULT_METRIC),
         )
 
     def to_json(self) -> str:

@@ -19,10 +19,41 @@ _INSTALL_HINT = 'pip install "keras-compress[report]"  (or: pip install matplotl
 def table_cells(report):
     """The table as text: (header, body rows, which columns are right-aligned)."""
     report.update_ratios()
-    header = [column for column, _, _ in _COLUMNS]
-    body = [[render(row) for _, render, _ in _COLUMNS] for row in report.rows]
-    numeric = [is_numeric for _, _, is_numeric in _COLUMNS]
+    columns = _columns(report)
+    header = [column for column, _, _ in columns]
+    body = [[render(row) for _, render, _ in columns] for row in report.rows]
+    numeric = [is_numeric for _, _, is_numeric in columns]
     return header, body, numeric
+
+
+def metric_value(report, value):
+    """A metric value as the table shows it: % for a percent metric, else 4 significant digits."""
+    if value is None:
+        return _MISSING
+    if report.metric.get("percent"):
+        return _percent(value)
+    return f"{value:.4g}"
+
+
+def _lost(report, row):
+    value = report.lost(row)
+    if value is None:
+        return _MISSING
+    if report.metric.get("percent"):
+        return f"{100.0 * value:+.2f} pt"
+    return f"{value:+.4g}"
+
+
+def _columns(report):
+    """The table's columns: the metric's own name heads its columns; "Lost" is signed, positive = worse."""
+    name = report.metric.get("name", "accuracy")
+    short = "acc" if name == "accuracy" else name
+    metric = [
+        (f"Keras {short}", lambda r: metric_value(report, r.keras_metric), True),
+        (f"LiteRT {short}", lambda r: metric_value(report, r.litert_metric), True),
+        ("Lost", lambda r: _lost(report, r), True),
+    ]
+    return _COLUMNS[:3] + tuple(metric) + _COLUMNS[3:]
 
 
 def markdown_table(report):
@@ -78,17 +109,19 @@ def plot_png(report):
     figure = Figure(figsize=(8, 5), dpi=100)
     axes = figure.add_subplot()
     points = [r for r in report.rows if r.gzip_bytes and r.gzip_bytes > 0 and r.accuracy is not None]
+    scale = 100.0 if report.metric.get("percent") else 1.0
+    name = report.metric.get("name", "accuracy")
     techniques = list(dict.fromkeys(r.technique for r in points))
     colours = [f"C{i % 10}" for i in range(len(techniques))]
     for technique, colour in zip(techniques, colours):
         label = technique
         for litert in (True, False):
-            group = [r for r in points if r.technique == technique and (r.litert_accuracy is not None) == litert]
+            group = [r for r in points if r.technique == technique and (r.litert_metric is not None) == litert]
             if not group:
                 continue
             axes.scatter(
                 [r.gzip_bytes for r in group],
-                [100.0 * r.accuracy for r in group],
+                [scale * r.accuracy for r in group],
                 s=60,
                 marker="o" if litert else "s",
                 edgecolors=colour,
@@ -101,7 +134,7 @@ def plot_png(report):
     for i, row in enumerate(points):
         axes.annotate(
             row.name,
-            (row.gzip_bytes, 100.0 * row.accuracy),
+            (row.gzip_bytes, scale * row.accuracy),
             textcoords="offset points",
             xytext=(6, 6 if i % 2 == 0 else -12),
             fontsize=8,
@@ -109,16 +142,19 @@ def plot_png(report):
     axes.set_xscale("log")
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _human_bytes(value)))
     axes.set_xlabel("gzip size (bytes, log scale)")
-    axes.set_ylabel("accuracy (%)")
+    better = "higher" if report.metric.get("higher_is_better", True) else "lower"
+    axes.set_ylabel(f"{name}{' (%)' if scale == 100.0 else ''}, {better} is better")
     axes.set_title(report.title)
     axes.grid(True, which="both", alpha=0.3)
     if points:
         sizes = [r.gzip_bytes for r in points]
         low, high = min(sizes), max(sizes)
         axes.set_xlim(low / 1.6, high * 1.6)
-        accuracies = [100.0 * r.accuracy for r in points]
-        spread = max(max(accuracies) - min(accuracies), 0.5)
-        axes.set_ylim(min(accuracies) - 0.3 * spread, min(100.0 + 0.05 * spread, max(accuracies) + 0.3 * spread))
+        accuracies = [scale * r.accuracy for r in points]
+        spread = max(max(accuracies) - min(accuracies), 0.5 if scale == 100.0 else 1e-6 + 0.01 * max(
+            abs(a) for a in accuracies))
+        top = max(accuracies) + 0.3 * spread
+        axes.set_ylim(min(accuracies) - 0.3 * spread, min(100.0 + 0.05 * spread, top) if scale == 100.0 else top)
         axes.legend(loc="lower right", fontsize=8, title="filled: LiteRT, hollow: Keras", title_fontsize=8)
     else:
         axes.text(0.5, 0.5, "no measured artifacts", ha="center", va="center", transform=axes.transAxes)
@@ -218,8 +254,6 @@ _COLUMNS = (
     ("Artifact", lambda r: r.name, False),
     ("Technique", lambda r: r.technique, False),
     ("Format", lambda r: r.fmt, False),
-    ("Keras acc", lambda r: _percent(r.keras_accuracy), True),
-    ("LiteRT acc", lambda r: _percent(r.litert_accuracy), True),
     ("Size (bytes)", lambda r: _count(r.raw_bytes), True),
     ("Gzip (bytes)", lambda r: _count(r.gzip_bytes), True),
     ("Ratio", lambda r: _ratio(r.ratio), True),

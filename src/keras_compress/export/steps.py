@@ -10,9 +10,10 @@ artifact: `model.keras`, `model.kcar`, `model_<fmt>.tflite`.
 
 import dataclasses
 import os
+
+from keras_compress.data.split import structure_length
 import sys
 
-import numpy as np
 
 from keras_compress.core.steps import Step, fail, register_step, where
 from keras_compress.export.config import ExportConfig
@@ -105,7 +106,7 @@ def _write_qat_int8(run, config, technique):
             f"int8: not written. This QAT model simulates {state.config.weight_bits}-bit "
             f"weights and {state.config.activation_bits}-bit activations; LiteRT stores "
             "int8 only, so the artifact cannot be stored at that width. Keras accuracy "
-            f"of the fake-quantized model: {100 * qat_stats['keras_accuracy']:.2f}%.")
+            f"of the fake-quantized model: {100 * qat_stats['keras_metric']:.2f}%.")
     return True
 
 
@@ -117,7 +118,7 @@ def _write_keras(run, technique, stats):
     save_for_inference(run.model, path)
     run.report.add(ArtifactRow(
         name=KERAS_NAME, technique=technique, fmt="keras",
-        keras_accuracy=stats["keras_accuracy"], params=stats["params"],
+        keras_metric=stats["keras_metric"], params=stats["params"],
         nonzero=stats["nonzero"], macs=stats["macs"], notes="Keras model; LiteRT measurements do not apply",
         **evaluate.sizes(path),
     ))
@@ -134,9 +135,9 @@ def _write_archive(run, technique, stats):
     restored = archive.load(path)
     run.report.add(ArtifactRow(
         name=ARCHIVE_NAME, technique=technique, fmt="archive",
-        keras_accuracy=evaluate.keras_accuracy(restored, run.x_test, run.y_test),
+        keras_metric=run.score_model(restored),
         params=stats["params"], nonzero=stats["nonzero"], macs=stats["macs"],
-        notes="keras-compress archive (zstd); accuracy of the model loaded back from it",
+        notes="keras-compress archive (zstd); measured on the model loaded back from it",
         **evaluate.sizes(path),
     ))
 
@@ -145,8 +146,8 @@ def _write_litert(run, config, fmt, technique, stats):
     path = os.path.join(run.work_dir, f"model_{fmt}.tflite")
     notes = ""
     if fmt == "int8":
-        x_calibration = np.asarray(run.x_train[: config.calibration_samples])
-        samples = len(x_calibration)
+        x_calibration, _ = run.data.train.take(config.calibration_samples)
+        samples = structure_length(x_calibration)
         run.litert.export_litert(run.model, path, fmt=fmt, representative_data=x_calibration,
                                  num_calibration_samples=samples, int8_io=config.int8_io)
         notes = f"full integer, calibrated on {samples} training samples" + (

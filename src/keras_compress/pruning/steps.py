@@ -13,8 +13,8 @@ Recipe-only settings, resolved here before the step runs:
 
 import dataclasses
 
-import numpy as np
 
+from keras_compress.data.split import structure_length
 from keras_compress.core.steps import AUTO, Key, RecipeError, Step, fail, register_step, where
 from keras_compress.pruning.config import PruneConfig
 
@@ -164,9 +164,9 @@ class PruneStep(Step):
         auto = {}
         if self.auto_targets:
             # Sensitivity on the last training samples (the test split measures the result).
-            held_out = min(AUTO_TARGET_SAMPLES, len(run.x_train))
-            auto = {"targets": AUTO,
-                    "data": (np.asarray(run.x_train[-held_out:]), np.asarray(run.y_train[-held_out:]))}
+            held_out_data = run.data.train.last(AUTO_TARGET_SAMPLES)
+            held_out = structure_length(held_out_data[0])
+            auto = {"targets": AUTO, "data": held_out_data}
             run.log(f"step {index}: sensitivity analysis on {held_out} training samples (layer_targets: auto)")
         run.model = api.prune(run.model, config, layers=self.layers, **auto)
         config = api.get_state(run.model).config  # with the per-layer targets it chose

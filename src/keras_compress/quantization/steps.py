@@ -12,8 +12,8 @@ writes the `int8` LiteRT artifact from the trained ranges.
 
 import dataclasses
 
-import numpy as np
 
+from keras_compress.data.split import structure_length
 from keras_compress.core.steps import Key, Step, fail, register_step, where
 from keras_compress.quantization.config import QATConfig
 
@@ -56,10 +56,11 @@ class QuantizeStep(Step):
 
         pruning.strip(run.model)
         config = self.to_config()
-        samples = min(self.calibration_samples, len(run.x_train))
+        x_calibration, _ = run.data.train.take(self.calibration_samples)
+        samples = structure_length(x_calibration)
         run.log(f"step {index}: quantize (QAT, {config.weight_bits}-bit weights, "
                 f"{config.activation_bits}-bit activations, calibrated on {samples} samples)")
-        run.model = quantize(run.model, config, calibration_data=np.asarray(run.x_train[:samples]))
+        run.model = quantize(run.model, config, calibration_data=x_calibration)
         run.techniques.append(f"QAT w{config.weight_bits}a{config.activation_bits}")
         return {"step": index, "config": config.to_dict(), "calibration_samples": samples,
                 "layers": [{k: row[k] for k in ("layer", "treatment", "reason")}

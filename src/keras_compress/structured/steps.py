@@ -12,8 +12,8 @@ re-measures its BatchNormalization statistics on training samples
 
 import dataclasses
 
-import numpy as np
 
+from keras_compress.data.split import structure_length
 from keras_compress.core.steps import Step, register_step
 from keras_compress.structured.config import DATA_IMPORTANCES, ChannelPruneConfig
 
@@ -63,8 +63,8 @@ class ChannelPruneStep(Step):
         config = self.to_config()
         data = None
         if _needs_data(config):
-            held_out = min(SCORE_SAMPLES, len(run.x_train))
-            data = (np.asarray(run.x_train[-held_out:]), np.asarray(run.y_train[-held_out:]))
+            data = run.data.train.last(SCORE_SAMPLES)
+            held_out = structure_length(data[0])
             run.log(f"step {index}: {config.importance} importance, {config.allocation} allocation, "
                     f"measured on {held_out} training samples")
         plan = plan_channels(run.model, config, data)
@@ -73,7 +73,8 @@ class ChannelPruneStep(Step):
                 f"narrowed, MACs {summary['macs_before']:,} -> {summary['macs_after']:,})")
         run.model = build_pruned(run.model, plan)
         # The statistics after narrowed layers no longer hold: re-measure them before fine-tuning.
-        summary["batchnorm_recalibrated"] = recalibrate_batchnorm(run.model, run.x_train[:RECALIBRATION_SAMPLES])
+        summary["batchnorm_recalibrated"] = recalibrate_batchnorm(run.model,
+                                                                run.data.train.take(RECALIBRATION_SAMPLES)[0])
         if isinstance(plan.fraction, dict):
             run.techniques.append(f"channels to {config.macs_target:.0%} MACs by sensitivity")
         else:

@@ -6,17 +6,21 @@ from keras_compress.core import state as core_state
 from keras_compress.training.config import FinetuneConfig
 
 
-def finetune(model, x, y, config=None, *, teacher=None, verbose=0):
+def finetune(model, x, y=None, config=None, *, teacher=None, verbose=0, loss=None):
     """Fine-tunes `model` on `(x, y)` with Adam, keeping its compression state working.
 
     Each technique the model carries (pruning's mask schedule, clustering's
     re-assignment) adds the callback it registered, so the caller does not
-    need to know what was applied. The model is compiled for classification
-    (sparse categorical cross-entropy on logits, accuracy).
+    need to know what was applied. The model is compiled with `loss` (the
+    task's: mean squared error for a regression), by default for
+    classification (sparse categorical cross-entropy on logits, accuracy).
 
     Args:
-        model: a Keras classifier, possibly pruned, clustered or prepared for QAT.
-        x, y: training samples and integer labels.
+        model: a Keras model, possibly pruned, clustered or prepared for QAT.
+        x, y: training samples and targets; or a `keras_compress.data.Split`
+            as `x` (with `y=None`), read batch by batch when it streams.
+        loss: a Keras loss (name, config or instance), or `None` for
+            classification on logits.
         config: a `FinetuneConfig` (default: one epoch at 1e-4).
         teacher: a Keras model to distil from (`training.distill`, with the
             config's `temperature` and `distillation_weight`), or `None`.
@@ -40,8 +44,18 @@ def finetune(model, x, y, config=None, *, teacher=None, verbose=0):
     config = FinetuneConfig() if config is None else config
     if not isinstance(config, FinetuneConfig):
         raise TypeError(f"config must be a FinetuneConfig. Received: {type(config).__name__}")
+    from keras_compress.data import Split
+
+    if isinstance(x, Split):
+        fit_kwargs = x.fit_kwargs(config.batch_size) if config.epochs else {}
+        steps = fit_kwargs.get("steps_per_epoch") or (
+            x.count_batches(config.batch_size) if not x.streaming or x.num_samples is None else
+            config.steps_per_epoch(x.num_samples))
+    else:
+        fit_kwargs = {"x": x, "y": y, "batch_size": config.batch_size}
+        steps = config.steps_per_epoch(len(x))
     record = {"epochs": config.epochs, "batch_size": config.batch_size,
-              "learning_rate": config.learning_rate, "steps_per_epoch": config.steps_per_epoch(len(x)),
+              "learning_rate": config.learning_rate, "steps_per_epoch": steps,
               **core_state.active_techniques(model)}
     if config.epochs == 0:
         return record
@@ -54,11 +68,16 @@ def finetune(model, x, y, config=None, *, teacher=None, verbose=0):
                                      learning_rate=config.learning_rate)
         record["distilled_from"] = teacher.name
     else:
-        zoo.compile_for_classification(model, config.learning_rate)
+        if loss is None:
+            zoo.compile_for_classification(model, config.learning_rate)
+        else:
+            import keras
+
+            model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
+            record["loss"] = loss if isinstance(loss, str) else type(loss).__name__
         callbacks = list(core_state.training_callbacks(model).values())
     start = time.perf_counter()
-    history = trainee.fit(x, y, epochs=config.epochs, batch_size=config.batch_size,
-                          callbacks=callbacks, verbose=verbose)
+    history = trainee.fit(**fit_kwargs, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
     record["seconds"] = round(time.perf_counter() - start, 2)
     for key in ("loss", "accuracy"):
         if history.history.get(key):

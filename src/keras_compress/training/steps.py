@@ -54,9 +54,9 @@ class FinetuneStep(Step):
         config = self.to_config()
         if config.epochs:
             run.log(f"step {index}: finetune {config.epochs} epoch(s) x "
-                    f"{config.steps_per_epoch(len(run.x_train))} steps, learning rate {config.learning_rate:g}")
-        record = finetune(run.model, run.x_train, run.y_train, config, teacher=run.prepared.get(index),
-                          verbose=1 if run.progress else 0)
+                    f"{config.steps_per_epoch(run.num_train_samples)} steps, learning rate {config.learning_rate:g}")
+        record = finetune(run.model, run.data.train, None, config, teacher=run.prepared.get(index),
+                          verbose=1 if run.progress else 0, loss=run.loss)
         if config.epochs and not run.techniques:
             run.techniques.append("finetune")
         return {"step": index, **record}
