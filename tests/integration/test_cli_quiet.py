@@ -31,14 +31,14 @@ def run_cli(backend, *args):
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_evaluate_prints_no_start_up_lines_unless_verbose(tflite_file, backend):
-    quiet_run = run_cli(backend, "evaluate", tflite_file, "--data", "mnist", "--subset", "64")
+    quiet_run = run_cli(backend, "evaluate", tflite_file, "--data", "mnist", "--subset", "64", "--metric", "accuracy")
     assert quiet_run.returncode == 0, quiet_run.stderr
     assert "accuracy:" in quiet_run.stdout
     noisy = [line for line in quiet_run.stderr.splitlines() if quiet.is_noise(line)]
     assert noisy == [], quiet_run.stderr
     assert quiet_run.stderr.strip() == "", quiet_run.stderr
     # The same command with --verbose shows what was held back, so the check above can fail.
-    loud = run_cli(backend, "--verbose", "evaluate", tflite_file, "--data", "mnist", "--subset", "64")
+    loud = run_cli(backend, "--verbose", "evaluate", tflite_file, "--data", "mnist", "--subset", "64", "--metric", "accuracy")
     assert loud.returncode == 0, loud.stderr
     assert any(quiet.is_noise(line) for line in loud.stderr.splitlines()), loud.stderr
 

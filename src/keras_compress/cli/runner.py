@@ -146,7 +146,7 @@ class _Run:
         self.litert = litert
         self.model = model
         self.data = as_dataset(data)
-        self.metric = metrics.get(metric, model)
+        self.metric = metric  # resolved by `run_recipe` once the steps have prepared
         self.loss = loss  # the loss fine-tuning uses when its step names none (the model's compiled loss)
         self.output_names = metrics.output_names(model)
         self.work_dir = work_dir
@@ -338,6 +338,9 @@ def run_recipe(model, recipe, data, out_dir, progress=True, *, title=None, meta=
                metric=metric if metric is not None else recipe.metric, loss=loss)
     for index, step in enumerate(recipe.steps, 1):
         run.prepared[index] = step.prepare(run, index, recipe.steps)
+    from keras_compress import metrics
+
+    run.metric = metrics.get(run.metric, model)
     from keras_compress.export import litert  # noqa: F401 - fail on a missing toolchain before writing
 
     keras.utils.set_random_seed(seed)

@@ -14,11 +14,11 @@ only when the size-vs-accuracy plot is drawn.
 import dataclasses
 import json
 import os
-import secrets
 import warnings
 from typing import Any
 
 from keras_compress.core import report_render
+from keras_compress.core.files import atomic_write  # noqa: F401 - re-exported: the report's writer
 
 REPORT_VERSION = 1
 JSON_NAME = "report.json"
@@ -28,49 +28,6 @@ HTML_NAME = "report.html"
 # The row every ratio is measured against: the input model's float32 file.
 REFERENCE_FORMAT = "float32"
 REFERENCE_TECHNIQUE = "baseline"
-
-
-def atomic_write(path, data):
-    """Writes `data` to `path` atomically: a temp file beside it, then `os.replace`.
-
-    Readers see either the old file or the complete new one, never a partial
-    write; if writing fails the temp file is removed and `path` is untouched.
-
-    Args:
-        path: destination file path. Its folder must exist.
-        data: `bytes`, or `str` (written as UTF-8).
-
-    Returns:
-        `path`.
-
-    Raises:
-        OSError: if the folder does not exist or is not writable.
-        TypeError: if `data` is neither `bytes` nor `str`.
-
-    Example:
-    >>> atomic_write("/tmp/hello.txt", "hello")
-    '/tmp/hello.txt'
-    """
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    if not isinstance(data, (bytes, bytearray)):
-        raise TypeError(
-            f"data must be bytes or str. Received: data of type {type(data).__name__}"
-        )
-    folder = os.path.dirname(os.path.abspath(path))
-    # Opened with "xb" (not mkstemp) so the file gets the usual umask-based mode.
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 # Row keys of reports written when every report measured top-1 accuracy.

@@ -39,6 +39,7 @@ def _lost(report, row):
     value = report.lost(row)
     if value is None:
         return _MISSING
+    value += 0.0  # no "-0"
     if report.metric.get("percent"):
         return f"{100.0 * value:+.2f} pt"
     return f"{value:+.4g}"

@@ -25,7 +25,7 @@ class _Job:
 
     fmt: str
     path: str
-    calibration: object = None  # np.ndarray of samples for "int8", else None
+    calibration: object = None  # np.ndarray of samples for "int8" (a dict by input name for several), else None
     int8_io: bool = False
     qat: bool = False  # "int8" from a QAT model: its trained ranges, no calibration
 
@@ -47,6 +47,10 @@ def _converter_kwargs(tf, job):
         samples = job.calibration
 
         def representative_dataset():
+            if isinstance(samples, dict):  # several inputs: by the signature's (Keras's) input names
+                for i in range(len(next(iter(samples.values())))):
+                    yield {name: values[i : i + 1] for name, values in samples.items()}
+                return
             for i in range(len(samples)):
                 yield [samples[i : i + 1]]
 

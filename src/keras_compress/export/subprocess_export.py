@@ -108,7 +108,10 @@ def _child_main(spec):
             if not qat.is_quantized(model):
                 qat.quantize(model, QATConfig.from_dict(spec["qat"]["config"]))
                 qat.set_quantization_ranges(model, spec["qat"]["ranges"])
-        calibration = np.load(item["calibration"]) if item["calibration"] else None
+        calibration = None
+        if item["calibration"]:
+            with np.load(item["calibration"]) as saved:
+                calibration = dict(saved) if item.get("named") else saved["samples"]
         job = _Job(item["fmt"], item["path"], calibration, item["int8_io"], item["qat"])
         _convert_in_process(model, job, item["path"])
 
@@ -133,12 +136,13 @@ def _convert_in_subprocess(model, jobs, out_paths):
                 key = id(job.calibration)
                 if key not in saved_calibration:
                     saved_calibration[key] = os.path.join(
-                        work, f"calibration{len(saved_calibration)}.npy"
+                        work, f"calibration{len(saved_calibration)}.npz"
                     )
-                    np.save(saved_calibration[key], job.calibration)
+                    named = isinstance(job.calibration, dict)
+                    np.savez(saved_calibration[key], **(job.calibration if named else {"samples": job.calibration}))
                 calibration_path = saved_calibration[key]
-            spec_jobs.append({"fmt": job.fmt, "path": out_path, "qat": job.qat,
-                              "calibration": calibration_path, "int8_io": job.int8_io})
+            spec_jobs.append({"fmt": job.fmt, "path": out_path, "qat": job.qat, "named": isinstance(
+                job.calibration, dict), "calibration": calibration_path, "int8_io": job.int8_io})
         spec = {
             "model": model_path,
             "qat": qat_spec,

@@ -74,7 +74,8 @@ def finetune(model, x, y=None, config=None, *, teacher=None, verbose=0, loss=Non
             import keras
 
             model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
-            record["loss"] = loss if isinstance(loss, str) else type(loss).__name__
+            record["loss"] = loss if isinstance(loss, str) else (
+                getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__)
         callbacks = list(core_state.training_callbacks(model).values())
     start = time.perf_counter()
     history = trainee.fit(**fit_kwargs, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
