@@ -173,6 +173,35 @@ def test_an_h5_file_loads_and_a_savedmodel_folder_is_one_clear_error(tmp_path, c
         load_model(str(saved))
 
 
+TF_KERAS_WRITER = """
+import sys, numpy as np, tf_keras
+model = tf_keras.Sequential([tf_keras.Input((3,)), tf_keras.layers.Dense(8, activation="relu"),
+                             tf_keras.layers.Dense(1)])
+model.compile("adam", loss="mse", metrics=["mae"])
+model.fit(np.ones((8, 3)), np.ones(8), verbose=0)
+model.save(sys.argv[1])
+np.save(sys.argv[2], model.predict(np.arange(12.0).reshape(4, 3), verbose=0))
+"""
+
+
+def test_an_h5_file_written_by_keras_2_loads_and_predicts_the_same(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    h5, expected = tmp_path / "tf_keras.h5", tmp_path / "expected.npy"
+    result = subprocess.run([sys.executable, "-c", TF_KERAS_WRITER, str(h5), str(expected)],
+                            capture_output=True, text=True, env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    from keras_compress.cli.main import load_model
+
+    model = load_model(str(h5))
+    np.testing.assert_allclose(model.predict(np.arange(12.0).reshape(4, 3), verbose=0), np.load(expected),
+                               rtol=1e-5, atol=1e-6)
+    np.savez(tmp_path / "d.npz", x=np.ones((20, 3), "float32"), y=np.ones(20, "float32"))
+    assert main(["evaluate", str(h5), "--data", f"{tmp_path / 'd.npz'}?x=x&y=y", "--metric", "mae"]) == 0
+    assert "mae:" in capsys.readouterr().out
+
+
 def test_cli_bad_data_and_metric_are_one_line_exit_2(tmp_path, capsys, lenet_file):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("steps:\n  - export: {formats: [float32]}\n")

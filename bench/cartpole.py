@@ -1,0 +1,168 @@
+"""A reinforcement-learning policy judged by its return (issue #15): DQN on CartPole-v1, pruned 80%, QAT, int8.
+
+    pip install gymnasium
+    python bench/cartpole.py --out bench/results/cartpole
+
+1. Trains a DQN Q-network in Keras 3 (replay buffer, target network with
+   soft updates, Huber loss, epsilon-greedy exploration).
+2. Compresses it with a recipe through `run_recipe`: prune 80% while
+   fine-tuning on replay states against the trained network's Q-values
+   (mean squared error), then quantization-aware training, then int8 LiteRT.
+3. Every report row is the task metric `mean_return(predict)`: 100 seeded
+   episodes with the predictor (the Keras model's, or the LiteRT
+   interpreter's for an artifact) choosing every action.
+
+Figure: the int8 LiteRT policy keeps at least 95% of the float policy's mean
+return. Exits 1 when missed.
+"""
+
+import argparse
+import collections
+import json
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+MIN_RETURN_SHARE = 0.95
+EPISODES = 100
+RECIPE = """
+steps:
+  - prune: {target_sparsity: 0.8, end_step: auto}
+  - finetune: {epochs: 20, batch_size: 64, learning_rate: 5.0e-4}
+  - quantize: {calibration_samples: 1000}
+  - finetune: {epochs: 5, batch_size: 64, learning_rate: 1.0e-4}
+  - export: {formats: [keras, float32, int8], calibration_samples: 1000}
+"""
+
+
+def make_env():
+    import gymnasium as gym
+
+    return gym.make("CartPole-v1")
+
+
+def mean_return(predict, episodes=EPISODES, seed=1000):
+    """Mean return of the greedy policy `argmax predict(state)` over `episodes` seeded episodes."""
+    env = make_env()
+    returns = []
+    for episode in range(episodes):
+        state, _ = env.reset(seed=seed + episode)
+        total, done = 0.0, False
+        while not done:
+            q = predict(np.asarray(state, np.float32)[None])
+            state, reward, terminated, truncated, _ = env.step(int(np.argmax(q[0])))
+            total += reward
+            done = terminated or truncated
+        returns.append(total)
+    return float(np.mean(returns))
+
+
+def q_network():
+    import keras
+
+    return keras.Sequential([keras.Input((4,), name="state"), keras.layers.Dense(64, activation="relu", name="fc1"),
+                             keras.layers.Dense(64, activation="relu", name="fc2"),
+                             keras.layers.Dense(2, name="q")], name="dqn")
+
+
+def train_dqn(max_steps, seed, log):
+    """DQN: replay buffer, soft-updated target network (tau 0.005), Huber loss, linear epsilon decay."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    online, target = q_network(), q_network()
+    target.set_weights(online.get_weights())
+    online.compile(keras.optimizers.Adam(1e-3), loss=keras.losses.Huber())
+    replay = collections.deque(maxlen=50_000)
+    env = make_env()
+    state, _ = env.reset(seed=seed)
+    episode_return, returns, gamma, tau, batch = 0.0, [], 0.99, 0.005, 64
+    start = time.perf_counter()
+    for step in range(max_steps):
+        epsilon = max(0.05, 1.0 - step / (0.3 * max_steps))
+        if rng.random() < epsilon:
+            action = int(rng.integers(2))
+        else:
+            action = int(np.argmax(online.predict_on_batch(np.asarray(state, np.float32)[None])[0]))
+        next_state, reward, terminated, truncated, _ = env.step(action)
+        replay.append((state, action, reward, next_state, float(terminated)))
+        state, episode_return = next_state, episode_return + reward
+        if terminated or truncated:
+            returns.append(episode_return)
+            state, _ = env.reset()
+            episode_return = 0.0
+            if len(returns) % 20 == 0:
+                log(f"DQN step {step:,}: mean return of the last 20 episodes {np.mean(returns[-20:]):.1f}")
+            if len(returns) >= 20 and np.mean(returns[-20:]) >= 475:
+                break
+        if len(replay) >= 1000:
+            picks = rng.integers(len(replay), size=batch)
+            s, a, r, s2, d = (np.asarray(v, np.float32) for v in zip(*(replay[i] for i in picks)))
+            q_next = target.predict_on_batch(s2).max(axis=1)
+            wanted = online.predict_on_batch(s)
+            wanted[np.arange(batch), a.astype(int)] = r + gamma * (1 - d) * q_next
+            online.train_on_batch(s, wanted)
+            target.set_weights([tau * w + (1 - tau) * t for w, t in zip(online.get_weights(), target.get_weights())])
+    states = np.asarray([t[0] for t in replay], np.float32)
+    return online, states, {"steps": step + 1, "episodes": len(returns), "seconds": round(time.perf_counter() - start)}
+
+
+def main(argv=None):
+    import keras
+
+    import keras_compress as kc
+    from keras_compress.cli.recipe import load_recipe
+    from keras_compress.cli.runner import run_recipe
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                                      "cartpole"))
+    parser.add_argument("--max-steps", type=int, default=60_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+
+    def log(message):
+        print(f"[cartpole] {message}", file=sys.stderr, flush=True)
+
+    model, states, training = train_dqn(args.max_steps, args.seed, log)
+    log(f"trained: {training}")
+    q_values = model.predict(states, batch_size=1024, verbose=0)
+    # Fine-tuning data: the replay buffer's states, targets the trained network's Q-values.
+    order = np.random.default_rng(args.seed).permutation(len(states))
+    states, q_values = states[order], q_values[order]
+    data = kc.data.from_pairs("replay buffer", (states, q_values), (states[:512], q_values[:512]))
+    metric = kc.metrics.from_function(mean_return, name="mean_return")
+    start = time.perf_counter()
+    report = run_recipe(model, load_recipe(RECIPE), data, os.path.join(args.out, "run"), progress=True,
+                        metric=metric, loss="mse", latency_runs=20,
+                        title="DQN CartPole-v1: prune 80% + QAT + int8, judged by mean return")
+    rows = {r.name: r for r in report.rows}
+    float_return = rows["baseline_float32.tflite"].keras_metric
+    int8 = rows["model_int8.tflite"]
+    share = int8.litert_metric / float_return
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__} "
+                   f"({keras.backend.backend()})",
+        "command": "python bench/cartpole.py", "training": training, "episodes": EPISODES,
+        "float_keras_return": float_return, "int8_litert_return": int8.litert_metric, "share": share,
+        "int8_nonzero": int8.nonzero / int8.params, "int8_gzip_ratio": int8.ratio,
+        "recipe_seconds": round(time.perf_counter() - start), "passed": share >= MIN_RETURN_SHARE,
+        "table": report.markdown_table(),
+    }
+    with open(os.path.join(args.out, "cartpole.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print(report.markdown_table())
+    print(f"\nint8 LiteRT policy: mean return {int8.litert_metric:.1f} of the float policy's {float_return:.1f} "
+          f"({100 * share:.1f}%, needs {100 * MIN_RETURN_SHARE:.0f}%): {'pass' if result['passed'] else 'MISSED'}")
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
