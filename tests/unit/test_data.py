@@ -103,6 +103,8 @@ def test_image_folder_sized_and_coloured_for_the_model_and_split_with_a_seed(tmp
     x, y = data.train.take()
     assert x.shape == (8, 6, 6, 1) and 0.0 <= x.min() and x.max() <= 1.0  # resized, grayscale, scaled
     assert sorted(np.concatenate([y, data.test.take()[1]]).tolist()) == [0] * 5 + [1] * 5
+    batches = data.train.fit_kwargs(3)["x"]  # fine-tuning takes the recipe's batch size, not the folder's
+    assert [len(b[0]) for b in batches.as_numpy_iterator()] == [3, 3, 2] and data.train.count_batches(3) == 3
     rgb = kd.load(str(tmp_path / "photos"), model=_model((8, 8, 3)))
     assert rgb.train.take(1)[0].shape == (1, 8, 8, 3) and rgb.train.take(1)[0].max() > 1.0
 

@@ -161,7 +161,7 @@ def _image_split(spec, folder, name, image_size, color_mode, batch_size, scale, 
                 raise
 
         return Split.from_batches(factory, name=split_name, keras_input=d, num_samples=count,
-                                  source=f"data spec {spec.text!r}")
+                                  rebatch=d.rebatch, source=f"data spec {spec.text!r}")
 
     names = (name, "test")
     return [split_of(d, n, c) for d, n, c in zip(datasets, names, counts)], class_names

@@ -86,11 +86,12 @@ class Split:
     """
 
     def __init__(self, name, *, x=None, y=None, factory=None, num_samples=None, keras_input=None,
-                 source="data"):
+                 rebatch=None, source="data"):
         self.name = name
         self._x, self._y = x, y
         self._factory = factory
         self._keras_input = keras_input  # what model.fit may take as it is (a PyDataset, a tf.data.Dataset)
+        self._rebatch = rebatch  # batch_size -> that input in batches of batch_size, where the source allows
         self.num_samples = num_samples
         self.source = source
 
@@ -116,7 +117,8 @@ class Split:
         return cls(name, x=x, y=y, num_samples=count, source=source)
 
     @classmethod
-    def from_batches(cls, factory, name="train", num_samples=None, keras_input=None, source="stream"):
+    def from_batches(cls, factory, name="train", num_samples=None, keras_input=None, rebatch=None,
+                     source="stream"):
         """A split read batch by batch: `factory()` returns a fresh iterator of batches each time.
 
         Args:
@@ -124,9 +126,12 @@ class Split:
             name: the split's name.
             num_samples: samples in the split when known.
             keras_input: an object `model.fit` takes as it is (a PyDataset or tf.data.Dataset), if any.
+            rebatch: `rebatch(batch_size)` returns `keras_input` in batches of that size (an image folder),
+                so fine-tuning takes the recipe's batch size; without it a stream's own batches are used.
             source: how the data was named (for errors).
         """
-        return cls(name, factory=factory, num_samples=num_samples, keras_input=keras_input, source=source)
+        return cls(name, factory=factory, num_samples=num_samples, keras_input=keras_input, rebatch=rebatch,
+                   source=source)
 
     @property
     def streaming(self):
@@ -194,7 +199,7 @@ class Split:
 
     def count_batches(self, batch_size):
         """Batches one pass yields (for `steps_per_epoch`); counted by a pass over a stream that does not say."""
-        if not self.streaming:
+        if not self.streaming or (self._rebatch is not None and self.num_samples is not None):
             return -(-self.num_samples // batch_size)
         return sum(1 for _ in self._factory())
 
@@ -206,6 +211,8 @@ class Split:
         """
         if not self.streaming:
             return {"x": self._x, "y": self._y, "batch_size": batch_size, "shuffle": True}
+        if self._rebatch is not None:
+            return {"x": self._rebatch(batch_size)}
         if self._keras_input is not None:
             return {"x": self._keras_input}
         steps = self.count_batches(batch_size)

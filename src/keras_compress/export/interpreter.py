@@ -90,6 +90,7 @@ class LiteRTModel:
             self._inputs = [(d["name"].split(":")[0], d) for d in inputs]
             self._outputs = [(d["name"].split(":")[0], d) for d in outputs]
         self._input = self._inputs[0][1]
+        self._shapes = None  # the input shapes last allocated by `_set_input_shapes`
         with quiet.native_stderr_filtered():
             self._interpreter.allocate_tensors()
 
@@ -133,9 +134,14 @@ class LiteRTModel:
         return batch if batch > 0 else None
 
     def _set_input_shapes(self, arrays):
-        for (_, detail), values in zip(self._inputs, arrays):
-            self._interpreter.resize_tensor_input(detail["index"], list(values.shape))
+        """Resizes the input tensors to the arrays' shapes, only when they change (allocation costs)."""
+        shapes = [tuple(values.shape) for values in arrays]
+        if shapes == self._shapes:
+            return
+        for (_, detail), shape in zip(self._inputs, shapes):
+            self._interpreter.resize_tensor_input(detail["index"], list(shape))
         self._interpreter.allocate_tensors()
+        self._shapes = shapes
 
     @staticmethod
     def _quantize(values, detail):
@@ -211,17 +217,13 @@ class LiteRTModel:
             batch_size = fixed_batch
         total = len(arrays[0])
         results = [[] for _ in self._outputs]
-        last_shapes = None
         for start in range(0, total, batch_size):
             chunks = [a[start : start + batch_size] for a in arrays]
             count = len(chunks[0])
             if fixed_batch and count < fixed_batch:
                 chunks = [np.concatenate([c, np.zeros((fixed_batch - count, *c.shape[1:]), c.dtype)])
                           for c in chunks]
-            shapes = [c.shape for c in chunks]
-            if shapes != last_shapes:
-                self._set_input_shapes(chunks)
-                last_shapes = shapes
+            self._set_input_shapes(chunks)
             for chunk, (_, detail) in zip(chunks, self._inputs):
                 self._interpreter.set_tensor(detail["index"], self._quantize(chunk, detail))
             self._interpreter.invoke()
