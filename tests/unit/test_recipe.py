@@ -269,3 +269,13 @@ def test_layer_targets_auto_is_accepted_and_left_to_the_runner():
     assert load_recipe(yaml.safe_dump(recipe.to_dict())) == recipe
     with pytest.raises(RecipeError, match="'layer_targets' must be 'auto' or a mapping"):
         load_recipe("steps:\n  - prune: {layer_targets: best}\n")
+
+
+def test_every_shipped_recipe_loads():
+    import glob
+
+    folder = os.path.join(os.path.dirname(__file__), "..", "..", "recipes")
+    paths = sorted(glob.glob(os.path.join(folder, "*.yaml")))
+    assert len(paths) >= 4
+    for path in paths:
+        assert load_recipe(path).steps, path
