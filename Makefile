@@ -17,6 +17,8 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[all,dev]"
+	# tf_keras writes Keras 2 .h5 files in a test; --no-deps keeps the CUDA tensorflow package out.
+	$(PY) -m pip install -q --no-deps "tf_keras==2.21.*"
 	touch $@
 
 install: $(VENV)/.installed
