@@ -70,15 +70,28 @@ def q_network():
                              keras.layers.Dense(2, name="q")], name="dqn")
 
 
+def _forward(weights, x):
+    """The Q-network's forward pass in NumPy (two ReLU layers, linear head): cheap per-step action choice."""
+    w1, b1, w2, b2, w3, b3 = weights
+    h = np.maximum(x @ w1 + b1, 0.0)
+    h = np.maximum(h @ w2 + b2, 0.0)
+    return h @ w3 + b3
+
+
 def train_dqn(max_steps, seed, log):
-    """DQN: replay buffer, soft-updated target network (tau 0.005), Huber loss, linear epsilon decay."""
+    """DQN: replay buffer, soft-updated target network (tau 0.005), Huber loss, linear epsilon decay.
+
+    The online network trains with Keras (`train_on_batch`, Huber loss); action choice and the target
+    network's Q-values use its weights in NumPy, so a step costs one Keras call instead of four.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
-    online, target = q_network(), q_network()
-    target.set_weights(online.get_weights())
+    online = q_network()
     online.compile(keras.optimizers.Adam(1e-3), loss=keras.losses.Huber())
+    weights = online.get_weights()
+    target = [w.copy() for w in weights]
     replay = collections.deque(maxlen=50_000)
     env = make_env()
     state, _ = env.reset(seed=seed)
@@ -89,7 +102,7 @@ def train_dqn(max_steps, seed, log):
         if rng.random() < epsilon:
             action = int(rng.integers(2))
         else:
-            action = int(np.argmax(online.predict_on_batch(np.asarray(state, np.float32)[None])[0]))
+            action = int(np.argmax(_forward(weights, np.asarray(state, np.float32)[None])[0]))
         next_state, reward, terminated, truncated, _ = env.step(action)
         replay.append((state, action, reward, next_state, float(terminated)))
         state, episode_return = next_state, episode_return + reward
@@ -104,11 +117,11 @@ def train_dqn(max_steps, seed, log):
         if len(replay) >= 1000:
             picks = rng.integers(len(replay), size=batch)
             s, a, r, s2, d = (np.asarray(v, np.float32) for v in zip(*(replay[i] for i in picks)))
-            q_next = target.predict_on_batch(s2).max(axis=1)
-            wanted = online.predict_on_batch(s)
-            wanted[np.arange(batch), a.astype(int)] = r + gamma * (1 - d) * q_next
+            wanted = _forward(weights, s)
+            wanted[np.arange(batch), a.astype(int)] = r + gamma * (1 - d) * _forward(target, s2).max(axis=1)
             online.train_on_batch(s, wanted)
-            target.set_weights([tau * w + (1 - tau) * t for w, t in zip(online.get_weights(), target.get_weights())])
+            weights = online.get_weights()
+            target = [tau * w + (1 - tau) * t for w, t in zip(weights, target)]
     states = np.asarray([t[0] for t in replay], np.float32)
     return online, states, {"steps": step + 1, "episodes": len(returns), "seconds": round(time.perf_counter() - start)}
 
