@@ -228,7 +228,7 @@ def test_cli_bad_data_and_metric_are_one_line_exit_2(tmp_path, capsys, lenet_fil
 def test_a_sequence_model_on_token_ids_through_the_cli_with_int8(tmp_path):
     rng = np.random.default_rng(0)
     tokens = rng.integers(1, 50, (600, 16)).astype("int32")
-    labels = (np.sum(tokens < 10, axis=1) > 3).astype("int32")  # a pattern the convolution can find
+    labels = np.any(tokens == 7, axis=1).astype("int32")  # a token's presence: ~28% positives
     np.savez(tmp_path / "text.npz", x=tokens, y=labels)
     inputs = keras.Input((16,), dtype="int32", name="tokens")
     h = keras.layers.Embedding(50, 8)(inputs)
@@ -236,7 +236,7 @@ def test_a_sequence_model_on_token_ids_through_the_cli_with_int8(tmp_path):
     outputs = keras.layers.Dense(2)(keras.layers.GlobalMaxPooling1D()(h))
     model = keras.Model(inputs, outputs, name="text_cnn")
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    model.fit(tokens, labels, epochs=8, verbose=0)
+    model.fit(tokens, labels, epochs=15, verbose=0)
     model.save(tmp_path / "text.keras")
     recipe = tmp_path / "r.yaml"
     recipe.write_text(PRUNE_INT8.replace("epochs: 30", "epochs: 5"))
@@ -246,6 +246,6 @@ def test_a_sequence_model_on_token_ids_through_the_cli_with_int8(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["metric"]["name"] == "accuracy"
     rows = {r["name"]: r for r in report["rows"]}
-    assert rows["baseline_float32.tflite"]["litert_metric"] > 0.7
+    assert rows["baseline_float32.tflite"]["litert_metric"] > 0.9  # well above the 72% majority class
     int8 = rows["model_int8.tflite"]  # calibrated on integer token ids
     assert int8["litert_metric"] == pytest.approx(int8["keras_metric"], abs=0.03)
