@@ -34,6 +34,7 @@ _NAMES = {
     "data": None,
     "datasets": None,
     "metrics": None,
+    "search": None,
     "evaluate": None,
     "importance": None,
     "zoo": None,

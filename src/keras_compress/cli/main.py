@@ -269,6 +269,27 @@ def _cmd_analyze(args):
     return EXIT_OK
 
 
+def _cmd_search(args):
+    from keras_compress import metrics
+    from keras_compress.search import SearchSpace, search
+
+    space = SearchSpace.load(args.space)  # checked in full before the model and data are read
+    model = load_model(args.model)
+    data = load_data(args.data, args.subset, model)
+    compile_config = metrics.compile_config(args.model) if args.model.endswith(".keras") else None
+    metric = metrics.get(args.metric, model, compile_config=compile_config,
+                         higher_is_better=False if args.lower_is_better else None)
+    result = search(model, data, space, objectives=args.objective or ("metric", "gzip_bytes"),
+                    constraints=args.constraint or (), trials=args.trials, out_dir=args.out, storage=args.storage,
+                    study_name=args.study, sampler=args.sampler, seed=args.seed, metric=metric,
+                    loss=metrics.loss_from_compile(compile_config), progress=not args.quiet)
+    print(result.table())
+    best = result.best()
+    print(f"\nWrote {os.path.abspath(args.out)} (search.md, search.html, search.json"
+          + (f", best_recipe.yaml: trial {best.number}" if best is not None else "; no feasible trial") + ")")
+    return EXIT_OK
+
+
 def _cmd_demo(args):
     from keras_compress.cli.runner import run_recipe
 
@@ -360,6 +381,25 @@ def build_parser():
     p.add_argument("--samples", type=_positive_int, default=2000, metavar="N",
                    help="training samples scored and evaluated (default: 2000)")
     p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("search", help="search recipe parameters with Optuna; Pareto front and best recipes")
+    p.add_argument("model", metavar="MODEL.keras", help="the trained model")
+    p.add_argument("--data", required=True, metavar="SPEC", help=f"the data: {_DATA_HELP}")
+    p.add_argument("--space", required=True, metavar="SPACE.yaml", help="recipe template and parameter ranges")
+    p.add_argument("--trials", type=_positive_int, default=20, metavar="N",
+                   help="finished trials the study should hold (default: 20; re-running resumes)")
+    p.add_argument("--out", required=True, metavar="DIR", help="trials, study.db and results")
+    p.add_argument("--objective", action="append", metavar="NAME",
+                   help="repeat for several (default: metric and gzip_bytes); also latency_b1_ms, macs, ...")
+    p.add_argument("--constraint", action="append", metavar="EXPR", help="e.g. 'lost <= 0.005' (repeatable)")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage (default: sqlite in DIR); shared by workers")
+    p.add_argument("--study", default="keras-compress", metavar="NAME", help="the study's name in the storage")
+    p.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "random"), help="default: tpe")
+    p.add_argument("--seed", type=int, default=0, help="the sampler's and each trial's seed")
+    p.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N samples of each split")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _metric_arguments(p)
+    p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("demo", help="train LeNet-5 on MNIST (cached), prune it to 90%% and export it")
     p.add_argument("--out", default=os.path.join("runs", "demo"), metavar="DIR",

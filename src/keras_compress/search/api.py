@@ -1,0 +1,173 @@
+"""`search`: an Optuna study over recipe parameters, each trial a real `run_recipe` on a copy of the model.
+
+Every trial writes and measures real artifacts (the `.tflite` file in the
+LiteRT interpreter), so its objectives are the report's figures, never a
+proxy. The study lives in an Optuna storage: a SQLite file in the output
+folder by default (running the same search again resumes it), or any
+Optuna storage URL, through which several workers on several machines share
+one study (Optuna's own distributed mode).
+"""
+
+import os
+import time
+
+from keras_compress.search import objectives as obj
+from keras_compress.search.space import SearchSpace
+
+INSTALL_HINT = 'pip install "keras-compress[search]"  (or: pip install optuna)'
+STUDY_DB = "study.db"
+SAMPLERS = ("tpe", "nsga2", "random")
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise ImportError(f"keras-compress search needs Optuna. Install it with: {INSTALL_HINT}") from None
+    return optuna
+
+
+def storage_for(storage, out_dir):
+    """An Optuna storage: `None` -> a SQLite file in `out_dir`; `journal:PATH` -> a journal file; else the URL.
+
+    Raises:
+        ValueError: if the storage cannot be opened (the URL and the reason).
+    """
+    optuna = _optuna()
+    if storage is None:
+        storage = f"sqlite:///{os.path.abspath(os.path.join(out_dir, STUDY_DB))}"
+    try:
+        if storage.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend
+
+            return optuna.storages.JournalStorage(JournalFileBackend(storage[len("journal:"):]))
+        return optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}}
+                                          if storage.startswith("sqlite") else {})
+    except Exception as error:  # noqa: BLE001 - SQLAlchemy and drivers raise many types
+        raise ValueError(f"cannot open the study storage {storage!r}: {type(error).__name__}: {error}") from None
+
+
+def _sampler(name, seed, constraints):
+    optuna = _optuna()
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}. Allowed: {list(SAMPLERS)}")
+    constraints_func = (lambda trial: trial.user_attrs.get("constraints", [float("inf")] * len(constraints))) \
+        if constraints else None
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints_func)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints_func, multivariate=True)
+
+
+def _copy(model):
+    import keras
+
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def search(model, data, space, *, objectives=("metric", "gzip_bytes"), constraints=(), trials=20, out_dir,
+           storage=None, study_name="keras-compress", sampler="tpe", seed=0, metric=None, loss=None,
+           artifact=None, latency_runs=20, progress=True):
+    """Searches `space` for recipes that trade the metric against size or latency, on real artifacts.
+
+    Each trial draws values, fills the recipe template, and runs it with
+    `run_recipe` on a fresh copy of `model` into `out_dir/trials/NNNN/`; its
+    objectives are read from that report's chosen row (the int8 LiteRT file
+    unless `artifact` names another). A trial that fails is recorded as
+    failed with its reason and the study goes on. Runs until the study holds
+    `trials` finished trials (so re-running resumes, and several workers on
+    one storage share the count).
+
+    Args:
+        model: the trained Keras model (not modified).
+        data: a `keras_compress.data.Dataset` or `((x, y), (x_test, y_test))`.
+        space: a `SearchSpace`, a dict, or a YAML path.
+        objectives: names from `objectives.MEASURES` ("metric", "gzip_bytes", "latency_b1_ms", "macs", ...).
+        constraints: strings such as `"lost <= 0.005"` or `"latency_b1_ms <= 2"`.
+        trials: finished trials the study should hold.
+        out_dir: where trials, the study and the results go.
+        storage: an Optuna storage URL (`sqlite:///...`, `postgresql://...`, `journal:PATH`); `None`: SQLite
+            in `out_dir`.
+        study_name: the study's name in the storage.
+        sampler: "tpe" (default, multivariate), "nsga2" or "random"; seeded with `seed`.
+        metric, loss: as for `run_recipe` (the model's compiled metric and loss by default).
+        artifact: the artifact file a trial is judged by (default: `model_int8.tflite`, else the last `.tflite`).
+        latency_runs: timed invokes per latency measurement.
+        progress: log each trial on stderr.
+
+    Returns:
+        A `SearchResult` (`keras_compress.search.results`): the study, the Pareto front, the written files.
+
+    Raises:
+        SpaceError, ObjectiveError, ValueError: for a bad space, objective, constraint, sampler or storage,
+            before any trial runs.
+        ImportError: if Optuna is not installed.
+
+    Example:
+    >>> result = kc.search.search(model, data, "space.yaml", trials=30, out_dir="runs/search",
+    ...                           constraints=["lost <= 0.005"])
+    >>> print(result.table())
+    """
+    import sys
+
+    from keras_compress import metrics as metrics_module
+    from keras_compress.cli.runner import check_data_fits, run_recipe
+    from keras_compress.data import as_dataset
+    from keras_compress.search.results import SearchResult
+
+    optuna = _optuna()
+    if not isinstance(space, SearchSpace):
+        space = SearchSpace.from_dict(space) if isinstance(space, dict) else SearchSpace.load(space)
+    objectives = obj.check_objectives(objectives)
+    constraints = tuple(c if isinstance(c, obj.Constraint) else obj.Constraint.parse(c) for c in constraints)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials must be a positive integer. Received: trials={trials!r}")
+    data = as_dataset(data)
+    check_data_fits(model, data)
+    resolved = metrics_module.get(metric, model)
+    os.makedirs(out_dir, exist_ok=True)
+    study = optuna.create_study(storage=storage_for(storage, out_dir), study_name=study_name,
+                                directions=obj.directions(objectives, resolved),
+                                sampler=_sampler(sampler, seed, constraints), load_if_exists=True)
+    study.set_user_attr("objectives", list(objectives))
+    study.set_user_attr("constraints", [str(c) for c in constraints])
+    study.set_user_attr("metric", resolved.describe())
+
+    def log(message):
+        if progress:
+            print(f"[keras-compress search] {message}", file=sys.stderr, flush=True)
+
+    def objective(trial):
+        values = {p.name: p.suggest(trial) for p in space.parameters}
+        trial_dir = os.path.join(out_dir, "trials", f"{trial.number:04d}")
+        trial.set_user_attr("recipe", space.fill(values))
+        trial.set_user_attr("dir", os.path.relpath(trial_dir, out_dir))
+        start = time.perf_counter()
+        try:
+            report = run_recipe(_copy(model), space.recipe(values), data, trial_dir, progress=False,
+                                metric=resolved, loss=loss, latency_runs=latency_runs, seed=seed,
+                                title=f"search trial {trial.number}")
+            row = obj.choose_row(report, artifact)
+        except Exception as error:  # noqa: BLE001 - a failed trial is a result: recorded, the study goes on
+            trial.set_user_attr("error", f"{type(error).__name__}: {' '.join(str(error).split())[:500]}")
+            log(f"trial {trial.number} failed: {trial.user_attrs['error']}")
+            raise
+        figures = {name: obj.measure(report, row, name) for name in obj.MEASURES}
+        trial.set_user_attr("figures", figures)
+        trial.set_user_attr("artifact", row.name)
+        trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
+        trial.set_user_attr("constraints", [c.violation(figures[c.measure]) for c in constraints])
+        log(f"trial {trial.number}: {values} -> " + ", ".join(f"{n}={figures[n]:.6g}" for n in objectives))
+        return tuple(figures[name] for name in objectives)
+
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    left = trials - len(study.get_trials(deepcopy=False, states=finished))
+    if left > 0:
+        study.optimize(objective, n_trials=left, catch=(Exception,),
+                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)])
+    result = SearchResult(study, space, objectives, constraints, resolved, out_dir)
+    result.write()
+    return result
