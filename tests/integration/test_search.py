@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import keras
-import numpy as np
 import optuna
 import pytest
 import yaml
@@ -17,30 +16,6 @@ from keras_compress.cli.main import main
 
 pytestmark = pytest.mark.tensorflow  # every trial exports LiteRT
 
-SPACE = """
-recipe:
-  steps:
-    - prune: {target_sparsity: "${sparsity}", schedule: constant}
-    - finetune: {epochs: 1, batch_size: 64, learning_rate: 1.0e-3}
-    - strip: {}
-    - export: {formats: [int8], calibration_samples: 64}
-parameters:
-  sparsity: {low: 0.2, high: 0.9}
-"""
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("search")
-    (x, y), (x_test, y_test) = kc.datasets.load("mnist")
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(32, activation="relu", name="fc1"),
-                              keras.layers.Dense(10, name="fc2")], name="tiny")
-    kc.zoo.train(model, x[:2000], y[:2000], epochs=2, verbose=0)
-    model.save(folder / "tiny.keras")
-    np.savez(folder / "data.npz", x_train=x[:512], y_train=y[:512], x_test=x_test[:256], y_test=y_test[:256])
-    (folder / "space.yaml").write_text(SPACE)
-    return folder
 
 
 def search_cli(folder, out, trials, *extra):
@@ -100,7 +75,7 @@ def test_two_workers_share_one_study_and_count_every_trial_once(tiny, tmp_path):
 
 
 def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tiny, tmp_path):
-    space = yaml.safe_load(SPACE)
+    space = yaml.safe_load((tiny / "space.yaml").read_text())
     space["recipe"]["steps"][0]["prune"]["layers"] = "${layers}"
     space["parameters"]["layers"] = {"choices": ["fc1", "no_such_layer"]}
     model = keras.saving.load_model(tiny / "tiny.keras")

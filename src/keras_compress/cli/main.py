@@ -68,11 +68,21 @@ def _cmd_compress(args):
                          higher_is_better=False if args.lower_is_better else None)
     meta = {"model_file": os.path.abspath(args.model), "recipe_file": os.path.abspath(args.recipe),
             **data.describe()}
+    tracked = args.track or args.register
+    if tracked:
+        from keras_compress import tracking
+
+        tracking.connect(args.tracking_uri, args.experiment)  # a store that does not answer fails now
     report = run_recipe(model, recipe, data, args.out, progress=not args.quiet,
                         title=f"keras-compress: {model.name} on {dataset}", meta=meta, metric=metric,
                         loss=metrics.loss_from_compile(compile_config))
     print(report)
     print(f"\nWrote {os.path.abspath(args.out)} (report.html, report.md, report.json)")
+    if tracked:
+        run_id = tracking.log_report(report, args.out, uri=args.tracking_uri, experiment=args.experiment,
+                                     register_as=args.register)
+        print(f"Logged to MLflow ({tracking.tracking_uri(args.tracking_uri)}): run {run_id}"
+              + (f", registered as {args.register}" if args.register else ""))
     return EXIT_OK
 
 
@@ -282,7 +292,9 @@ def _cmd_search(args):
     result = search(model, data, space, objectives=args.objective or ("metric", "gzip_bytes"),
                     constraints=args.constraint or (), trials=args.trials, out_dir=args.out, storage=args.storage,
                     study_name=args.study, sampler=args.sampler, seed=args.seed, metric=metric,
-                    loss=metrics.loss_from_compile(compile_config), progress=not args.quiet)
+                    loss=metrics.loss_from_compile(compile_config), progress=not args.quiet,
+                    tracking={"uri": args.tracking_uri, "experiment": args.experiment,
+                              "register_as": args.register} if args.track or args.register else None)
     print(result.table())
     best = result.best()
     print(f"\nWrote {os.path.abspath(args.out)} (search.md, search.html, search.json"
@@ -310,6 +322,15 @@ def _cmd_demo(args):
 
 _DATA_HELP = ("mnist, fashion_mnist, FILE.npz, FILE.csv?target=COLUMN, an image FOLDER (one subfolder per class), "
               "or package.module:function")
+
+
+def _tracking_arguments(parser):
+    parser.add_argument("--track", action="store_true",
+                        help="log the run to MLflow (default store: ./mlflow.db, or MLFLOW_TRACKING_URI)")
+    parser.add_argument("--register", metavar="NAME",
+                        help="with --track: add the int8 artifact to the MLflow Model Registry as NAME")
+    parser.add_argument("--tracking-uri", metavar="URI", help="an MLflow tracking server or store")
+    parser.add_argument("--experiment", default="keras-compress", metavar="NAME", help="the MLflow experiment")
 
 
 def _metric_arguments(parser):
@@ -344,6 +365,7 @@ def build_parser():
     p.add_argument("--recipe", required=True, metavar="RECIPE.yaml", help="the recipe (see recipes/demo.yaml)")
     p.add_argument("--data", metavar="SPEC", help=f"the data (default: the recipe's 'data'): {_DATA_HELP}")
     _metric_arguments(p)
+    _tracking_arguments(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced at the end if it exists)")
     p.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N train and test samples")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -399,6 +421,7 @@ def build_parser():
     p.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N samples of each split")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _metric_arguments(p)
+    _tracking_arguments(p)
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("demo", help="train LeNet-5 on MNIST (cached), prune it to 90%% and export it")

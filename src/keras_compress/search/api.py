@@ -70,7 +70,7 @@ def _copy(model):
 
 def search(model, data, space, *, objectives=("metric", "gzip_bytes"), constraints=(), trials=20, out_dir,
            storage=None, study_name="keras-compress", sampler="tpe", seed=0, metric=None, loss=None,
-           artifact=None, latency_runs=20, progress=True):
+           artifact=None, latency_runs=20, progress=True, tracking=None):
     """Searches `space` for recipes that trade the metric against size or latency, on real artifacts.
 
     Each trial draws values, fills the recipe template, and runs it with
@@ -97,6 +97,9 @@ def search(model, data, space, *, objectives=("metric", "gzip_bytes"), constrain
         artifact: the artifact file a trial is judged by (default: `model_int8.tflite`, else the last `.tflite`).
         latency_runs: timed invokes per latency measurement.
         progress: log each trial on stderr.
+        tracking: `None`, or a dict of `keras_compress.tracking.log_report` settings (`uri`, `experiment`,
+            `register_as`): the study is an MLflow run, each trial a nested run under it with its figures
+            and files; `register_as` registers the best trial's artifact.
 
     Returns:
         A `SearchResult` (`keras_compress.search.results`): the study, the Pareto front, the written files.
@@ -140,6 +143,8 @@ def search(model, data, space, *, objectives=("metric", "gzip_bytes"), constrain
         if progress:
             print(f"[keras-compress search] {message}", file=sys.stderr, flush=True)
 
+    tracker = [None]  # the study's MLflow run while tracking
+
     def objective(trial):
         values = {p.name: p.suggest(trial) for p in space.parameters}
         trial_dir = os.path.join(out_dir, "trials", f"{trial.number:04d}")
@@ -161,13 +166,83 @@ def search(model, data, space, *, objectives=("metric", "gzip_bytes"), constrain
         trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
         trial.set_user_attr("constraints", [c.violation(figures[c.measure]) for c in constraints])
         log(f"trial {trial.number}: {values} -> " + ", ".join(f"{n}={figures[n]:.6g}" for n in objectives))
+        if tracker[0] is not None:
+            tracker[0].trial(trial.number, report, trial_dir)
         return tuple(figures[name] for name in objectives)
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
     left = trials - len(study.get_trials(deepcopy=False, states=finished))
-    if left > 0:
-        study.optimize(objective, n_trials=left, catch=(Exception,),
-                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)])
-    result = SearchResult(study, space, objectives, constraints, resolved, out_dir)
-    result.write()
+    with _tracked(tracking, study_name) as track:
+        if left > 0:
+            tracker[0] = track
+            study.optimize(objective, n_trials=left, catch=(Exception,),
+                           callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)])
+        result = SearchResult(study, space, objectives, constraints, resolved, out_dir)
+        result.write()
+        if track is not None:
+            track.finish(result)
     return result
+
+
+class _Tracker:
+    """The study's MLflow run; each trial's report is logged as a nested run."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.reports = {}
+
+    def trial(self, number, report, trial_dir):
+        from keras_compress import tracking
+
+        self.reports[number] = (report, trial_dir)
+        tracking.log_report(report, trial_dir, nested=True, run_name=f"trial {number}")
+
+    def finish(self, result):
+        import mlflow
+
+        mlflow.log_params({"objectives": ",".join(result.objectives),
+                           "constraints": ";".join(map(str, result.constraints)) or "none"})
+        best = result.best()
+        for name in result.files:
+            if name.endswith(".yaml") or name in ("json", "markdown", "html"):
+                mlflow.log_artifact(result.files[name])
+        if best is not None:
+            mlflow.set_tag("best_trial", best.number)
+            if self.settings.get("register_as") and best.number in self.reports:
+                from keras_compress import tracking
+                from keras_compress.search.objectives import choose_row
+
+                report, _ = self.reports[best.number]
+                with mlflow.start_run(run_name=f"best trial {best.number}", nested=True) as run:
+                    mlflow.log_artifacts(os.path.join(result.out_dir, best.user_attrs["dir"]))
+                    row = choose_row(report)
+                    version = tracking.register(run.info.run_id, row.name, self.settings["register_as"],
+                                                {"metric": row.accuracy, "gzip_bytes": row.gzip_bytes,
+                                                 "trial": best.number})
+                mlflow.set_tag("registered", f"{self.settings['register_as']} v{version}")
+
+
+class _tracked:
+    """Context: the study's MLflow run when tracking, else nothing."""
+
+    def __init__(self, settings, study_name):
+        self.settings, self.study_name, self.tracker = settings, study_name, None
+
+    def __enter__(self):
+        if not self.settings:
+            return None
+        from keras_compress import tracking
+
+        tracking.connect(self.settings.get("uri"), self.settings.get("experiment", tracking.DEFAULT_EXPERIMENT))
+        import mlflow
+
+        self.run = mlflow.start_run(run_name=f"search {self.study_name}")
+        self.tracker = _Tracker(self.settings)
+        return self.tracker
+
+    def __exit__(self, *exc):
+        if self.tracker is not None:
+            import mlflow
+
+            mlflow.end_run("FAILED" if exc[0] else "FINISHED")
+        return False
