@@ -122,6 +122,7 @@ def search(model, data, space, *, objectives=("metric", "gzip_bytes"), constrain
     from keras_compress.search.results import SearchResult
 
     optuna = _optuna()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial has our own one-line log instead
     if not isinstance(space, SearchSpace):
         space = SearchSpace.from_dict(space) if isinstance(space, dict) else SearchSpace.load(space)
     objectives = obj.check_objectives(objectives)
