@@ -132,6 +132,8 @@ def search(model, data, space, *, objectives=("metric", "gzip_bytes"), constrain
     data = as_dataset(data)
     check_data_fits(model, data)
     resolved = metrics_module.get(metric, model)
+    if loss is None and getattr(model, "compiled", False):
+        loss = getattr(model, "loss", None)  # each trial's copy is not compiled: keep the model's own loss
     os.makedirs(out_dir, exist_ok=True)
     study = optuna.create_study(storage=storage_for(storage, out_dir), study_name=study_name,
                                 directions=obj.directions(objectives, resolved),
