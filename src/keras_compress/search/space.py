@@ -14,7 +14,14 @@
 
 Any recipe value can be searched this way (global and per-layer sparsity,
 channel fractions, cluster counts, which layers a step applies to, bit
-widths, epochs, learning rates). The space is checked in full before any
+widths, epochs, learning rates), and whether a step runs at all: a step
+written with `when: "${flag}"` beside it is left out of a trial whose flag
+is false (`flag: {choices: [true, false]}`):
+
+    - cluster: {num_clusters: "${clusters}"}
+      when: "${cluster}"
+
+The space is checked in full before any
 trial runs: every `${name}` has a range, every range is used and non-empty,
 and the template filled at each range's ends is a valid recipe.
 """
@@ -107,7 +114,22 @@ def _placeholders(value, found):
     return found
 
 
+def _step_runs(item, values):
+    """Whether a template step runs: no `when`, or its `when` fills to a true value."""
+    if not (isinstance(item, dict) and "when" in item):
+        return True
+    flag = _fill(item["when"], values)
+    if not isinstance(flag, bool):
+        raise SpaceError(f"search space: a step's 'when' must be true or false (a choices: [true, false] "
+                         f"parameter). Received: when={flag!r}")
+    return flag
+
+
 def _fill(value, values):
+    if isinstance(value, dict) and isinstance(value.get("steps"), list):  # the recipe: optional steps
+        steps = [{k: _fill(v, values) for k, v in item.items() if k != "when"} if isinstance(item, dict)
+                 else _fill(item, values) for item in value["steps"] if _step_runs(item, values)]
+        return {**{k: _fill(v, values) for k, v in value.items() if k != "steps"}, "steps": steps}
     if isinstance(value, dict):
         return {key: _fill(item, values) for key, item in value.items()}
     if isinstance(value, list):

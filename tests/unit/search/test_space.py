@@ -89,3 +89,23 @@ def test_objectives_and_constraints_are_checked():
         Constraint.parse("size <= 10")
     with pytest.raises(ObjectiveError, match="MEASURE <= NUMBER"):
         Constraint.parse("lost < 0.1")
+
+
+def test_a_step_with_when_runs_only_in_trials_whose_flag_is_true():
+    space = SearchSpace.load("""
+recipe:
+  steps:
+    - prune: {target_sparsity: "${sparsity}"}
+      when: "${prune}"
+    - quantize: {}
+    - export: {formats: [int8]}
+parameters:
+  sparsity: {low: 0.5, high: 0.9}
+  prune: {choices: [true, false]}
+""")
+    assert [s.name for s in space.recipe({"sparsity": 0.7, "prune": True}).steps] == ["prune", "quantize", "export"]
+    without = space.fill({"sparsity": 0.7, "prune": False})
+    assert without["steps"] == [{"quantize": {}}, {"export": {"formats": ["int8"]}}]  # what best_recipe.yaml holds
+    with pytest.raises(SpaceError, match="'when' must be true or false"):
+        SearchSpace.from_dict({"recipe": {"steps": [{"prune": {"target_sparsity": 0.5}, "when": "${p}"}]},
+                               "parameters": {"p": {"choices": ["yes", "no"]}}})
