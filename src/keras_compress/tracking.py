@@ -5,7 +5,7 @@
 
 On the CLI: `keras-compress compress ... --track [--register NAME] [--tracking-uri URI]` and the same on
 `search` (each trial a nested run under the study's run). The default store is a SQLite file in the
-current folder (`sqlite:///./mlflow.db`): embedded, nothing to start. `--tracking-uri` or
+current folder (`sqlite:///./mlflow.db`, files in `./mlartifacts`): embedded, nothing to start. `--tracking-uri` or
 `MLFLOW_TRACKING_URI` points at a team's tracking server instead. MLflow is an optional extra
 (`pip install "keras-compress[tracking]"`).
 """
@@ -52,7 +52,13 @@ def connect(uri=None, experiment=DEFAULT_EXPERIMENT):
     try:
         from mlflow.tracking import MlflowClient
 
-        MlflowClient(uri).search_experiments(max_results=1)
+        client = MlflowClient(uri)
+        if uri.startswith("sqlite:///") and client.get_experiment_by_name(experiment) is None:
+            # A SQLite store keeps its files beside the database, not in ./mlruns of whatever folder runs it.
+            folder = os.path.join(os.path.dirname(uri[len("sqlite:///"):]), "mlartifacts")
+            client.create_experiment(experiment, artifact_location=os.path.abspath(folder))
+        else:
+            client.search_experiments(max_results=1)
         mlflow.set_experiment(experiment)
     except Exception as error:  # noqa: BLE001 - MLflow raises its own and the HTTP client's types
         raise ValueError(f"cannot reach the MLflow tracking store {uri!r}: {type(error).__name__}: "

@@ -6,7 +6,7 @@ import os
 import socket
 import subprocess
 import sys
-import time
+import threading
 import urllib.request
 
 import pytest
@@ -45,6 +45,7 @@ def test_compress_logs_to_a_local_sqlite_store_and_registers_versions(tiny, tmp_
     run_id = capsys.readouterr().out.split("run ")[-1].split(",")[0].strip()
     client = MlflowClient(uri)
     check_run(client, run_id, tmp_path / "a")
+    assert client.get_run(run_id).info.artifact_uri.startswith(str(tmp_path / "mlartifacts"))  # beside the db
     assert compress(tiny, tmp_path / "b", uri, "--register", "tiny-int8") == 0
     versions = sorted(client.search_model_versions("name='tiny-int8'"), key=lambda v: int(v.version))
     assert [int(v.version) for v in versions] == [1, 2]
@@ -59,22 +60,25 @@ def _free_port():
 
 @pytest.fixture
 def mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1, ready once it says it is listening (its log is read, not polled)."""
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
          "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ready = threading.Event()
+
+    def read_log():  # keeps draining the pipe so the server never blocks on it
+        for line in server.stdout:
+            if "running on" in line.lower() or "listening at" in line.lower():
+                ready.set()
+
+    threading.Thread(target=read_log, daemon=True).start()
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not start within 60 s")
+        assert ready.wait(timeout=90), "mlflow server did not start within 90 s"
+        url = f"http://127.0.0.1:{port}"
+        urllib.request.urlopen(f"{url}/health", timeout=10)
         yield url
     finally:
         server.terminate()
