@@ -91,13 +91,25 @@ def load_data(spec, subset=None, model=None):
     return data.load(spec, model=model, subset=subset)
 
 
-def _metric(args, model=None):
-    """The metric to measure: `--metric`, else the compile config saved in the model file, else the model's."""
+def _compile_config(args):
     from keras_compress import metrics
 
-    compile_config = metrics.compile_config(args.model) if args.model.endswith(".keras") else None
-    return metrics.get(getattr(args, "metric", None), model, compile_config=compile_config,
+    return metrics.compile_config(args.model) if args.model.endswith(".keras") else None
+
+
+def _metric(args, model=None, default=None):
+    """The metric to measure: `--metric`, else `default` (a recipe's), else the model file's compile config."""
+    from keras_compress import metrics
+
+    return metrics.get(getattr(args, "metric", None) or default, model, compile_config=_compile_config(args),
                        higher_is_better=False if getattr(args, "lower_is_better", False) else None)
+
+
+def _loss(args):
+    """The loss saved in the model file's compile config (what fine-tuning uses), or `None`."""
+    from keras_compress import metrics
+
+    return metrics.loss_from_compile(_compile_config(args))
 
 
 def _shown(metric, value):

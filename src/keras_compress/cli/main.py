@@ -23,7 +23,7 @@ import argparse
 import os
 import sys
 
-from keras_compress.cli.inputs import _metric, _one_line, _shown, load_data, load_model  # noqa: F401 - re-exported
+from keras_compress.cli.inputs import _loss, _metric, _one_line, _shown, load_data, load_model  # noqa: F401
 from keras_compress.cli.recipe import DEMO_RECIPE, LITERT_FORMATS, RecipeError, load_recipe
 
 PROG = "keras-compress"
@@ -58,14 +58,10 @@ def _cmd_compress(args):
     dataset = args.data or recipe.data
     if dataset is None:
         raise ValueError("no dataset: pass --data or set 'data' in the recipe")
-    from keras_compress import metrics
-
     model = load_model(args.model)
     data = load_data(dataset, args.subset, model)
     check_data_fits(model, data)
-    compile_config = metrics.compile_config(args.model) if args.model.endswith(".keras") else None
-    metric = metrics.get(args.metric or recipe.metric, model, compile_config=compile_config,
-                         higher_is_better=False if args.lower_is_better else None)
+    metric = _metric(args, model, default=recipe.metric)
     meta = {"model_file": os.path.abspath(args.model), "recipe_file": os.path.abspath(args.recipe),
             **data.describe()}
     tracked = args.track or args.register
@@ -75,7 +71,7 @@ def _cmd_compress(args):
         tracking.connect(args.tracking_uri, args.experiment)  # a store that does not answer fails now
     report = run_recipe(model, recipe, data, args.out, progress=not args.quiet,
                         title=f"keras-compress: {model.name} on {dataset}", meta=meta, metric=metric,
-                        loss=metrics.loss_from_compile(compile_config))
+                        loss=_loss(args))
     print(report)
     print(f"\nWrote {os.path.abspath(args.out)} (report.html, report.md, report.json)")
     if tracked:
@@ -280,19 +276,16 @@ def _cmd_analyze(args):
 
 
 def _cmd_search(args):
-    from keras_compress import metrics
     from keras_compress.search import SearchSpace, search
 
     space = SearchSpace.load(args.space)  # checked in full before the model and data are read
     model = load_model(args.model)
     data = load_data(args.data, args.subset, model)
-    compile_config = metrics.compile_config(args.model) if args.model.endswith(".keras") else None
-    metric = metrics.get(args.metric, model, compile_config=compile_config,
-                         higher_is_better=False if args.lower_is_better else None)
+    metric = _metric(args, model)
     result = search(model, data, space, objectives=args.objective or ("metric", "gzip_bytes"),
                     constraints=args.constraint or (), trials=args.trials, out_dir=args.out, storage=args.storage,
                     study_name=args.study, sampler=args.sampler, seed=args.seed, metric=metric,
-                    loss=metrics.loss_from_compile(compile_config), progress=not args.quiet,
+                    loss=_loss(args), progress=not args.quiet,
                     tracking={"uri": args.tracking_uri, "experiment": args.experiment,
                               "register_as": args.register} if args.track or args.register else None)
     print(result.table())

@@ -72,10 +72,9 @@ def _calibration_dtype(model):
     # Integer inputs (token ids) are calibrated with integers; the rest with
     # float32, which is what the converter feeds a float model.
     try:
-        dtype = np.dtype(str(model.inputs[0].dtype))
-    except (AttributeError, IndexError, TypeError, ValueError):
+        return _dtype_of(model.inputs[0])
+    except (AttributeError, IndexError):
         return np.float32
-    return dtype if np.issubdtype(dtype, np.integer) else np.float32
 
 
 def _input_names(model):
@@ -152,27 +151,8 @@ def _calibration_samples(model, representative_data, num_calibration_samples):
             "representative_data must be an array of samples, shape "
             f"(N, *input_shape). It could not be read as one: {error}"
         ) from None
-    if data.ndim == 0 or data.size == 0:
-        raise ValueError(
-            "The calibration sample is empty: representative_data must hold at "
-            "least 1 sample, shape (N, *input_shape) with N >= 1. "
-            f"Received: representative_data.shape={data.shape}"
-        )
-    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
-        raise ValueError(
-            "representative_data must be numeric (integer or floating point). "
-            f"Received: representative_data.dtype={data.dtype}"
-        )
-    _check_fits(data.shape[1:], _model_input_shape(model), what="representative_data sample")
-    data = data[:num_calibration_samples]
-    finite = np.isfinite(data).reshape(len(data), -1).all(axis=1)
-    if not finite.all():
-        raise ValueError(
-            "representative_data must be finite: "
-            f"{int((~finite).sum())} of the {len(data)} calibration samples "
-            f"hold NaN or inf (first: sample {int(np.argmin(finite))})."
-        )
-    return np.ascontiguousarray(data, dtype=_calibration_dtype(model))
+    return _checked_samples(data, _model_input_shape(model), num_calibration_samples, _calibration_dtype(model),
+                            "representative_data")
 
 
 # --------------------------------------------------------------------------
