@@ -25,7 +25,7 @@ def search_cli(folder, out, trials, *extra):
 
 def test_search_finds_a_front_writes_a_runnable_best_recipe_and_resumes(tiny, tmp_path, capsys):
     out = tmp_path / "search"
-    assert search_cli(tiny, out, 3, "--constraint", "lost <= 0.05") == 0
+    assert search_cli(tiny, out, 3, "--constraint", "lost <= 0.05", "--no-early-stopping") == 0
     results = json.loads((out / "search.json").read_text())
     assert len(results["trials"]) == 3 and results["objectives"] == ["metric", "gzip_bytes"]
     for trial in results["trials"]:
@@ -52,7 +52,7 @@ def test_search_finds_a_front_writes_a_runnable_best_recipe_and_resumes(tiny, tm
     int8 = next(r for r in again["rows"] if r["name"] == "model_int8.tflite")
     assert int8["nonzero"] == best["figures"]["nonzero"]
     # Re-running the command resumes the study: one more trial, not four.
-    assert search_cli(tiny, out, 4, "--constraint", "lost <= 0.05") == 0
+    assert search_cli(tiny, out, 4, "--constraint", "lost <= 0.05", "--no-early-stopping") == 0
     study = optuna.load_study(study_name="keras-compress", storage=f"sqlite:///{out / 'study.db'}")
     assert len(study.trials) == 4
 
@@ -96,3 +96,30 @@ def test_bad_search_input_is_one_line_before_any_trial(tiny, tmp_path, capsys, e
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "s" / "trials").exists()
+
+
+def test_a_new_study_starts_from_the_sensitivity_curves_and_stops_hopeless_trials_early(tiny, tmp_path):
+    from keras_compress.search import SearchSpace, warm
+
+    model = keras.saving.load_model(tiny / "tiny.keras")
+    data = kc.data.load(str(tiny / "data.npz"))
+    space = SearchSpace.load(str(tiny / "space.yaml"))
+    expected = warm.sensitivity_trials(model, data.train.last(2000), space, count=2,
+                                       metric=kc.metrics.get("accuracy"))
+    # No model can lose less than nothing: every trial misses the constraint after its fine-tuning step.
+    result = kc.search(model, data, space, trials=3, out_dir=tmp_path / "s", constraints=["lost <= -0.5"],
+                       warm_trials=2, progress=False, metric="accuracy")
+    trials = sorted(result.study.trials, key=lambda t: t.number)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED] * 3
+    assert [t.params["sparsity"] for t in trials[:2]] == pytest.approx([e["sparsity"] for e in expected])
+    assert [t.user_attrs.get("warm_start") for t in trials] == [True, True, None]
+    assert all("after step 2 (finetune)" in reason and "lost <= -0.5" in reason for _, reason in result.stopped())
+    assert len(result.stopped()) == 3 and not result.completed()
+    # A stopped trial leaves nothing on disk: no artifacts, no half-written folder.
+    assert not (tmp_path / "s" / "trials").exists() or not os.listdir(tmp_path / "s" / "trials")
+    assert "Trials stopped early" in (tmp_path / "s" / "search.md").read_text()
+    # Resuming does not warm-start again, and stopped trials count towards the total.
+    again = kc.search(model, data, space, trials=4, out_dir=tmp_path / "s", constraints=["lost <= -0.5"],
+                      warm_trials=2, progress=False, metric="accuracy", early_stopping=False)
+    assert len(again.study.trials) == 4 and again.study.trials[-1].user_attrs.get("warm_start") is None
+    assert again.study.trials[-1].state == optuna.trial.TrialState.COMPLETE  # run to the end when asked

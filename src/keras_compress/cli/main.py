@@ -38,14 +38,21 @@ DEMO_BASELINE_EPOCHS = 2
 # -- shared helpers ---------------------------------------------------------
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer. Received: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer. Received: {text!r}")
-    return value
+def _integer_at_least(low, what):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"must be a {what} integer. Received: {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _integer_at_least(1, "positive")
+_count = _integer_at_least(0, "non-negative")
 
 
 # -- subcommands ----------------------------------------------------------------
@@ -286,6 +293,8 @@ def _cmd_search(args):
                     constraints=args.constraint or (), trials=args.trials, out_dir=args.out, storage=args.storage,
                     study_name=args.study, sampler=args.sampler, seed=args.seed, metric=metric,
                     loss=_loss(args), progress=not args.quiet,
+                    warm_start=None if args.warm_trials == 0 else "sensitivity", warm_trials=args.warm_trials,
+                    early_stopping=not args.no_early_stopping,
                     tracking={"uri": args.tracking_uri, "experiment": args.experiment,
                               "register_as": args.register} if args.track or args.register else None)
     print(result.table())
@@ -412,6 +421,10 @@ def build_parser():
     p.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "random"), help="default: tpe")
     p.add_argument("--seed", type=int, default=0, help="the sampler's and each trial's seed")
     p.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N samples of each split")
+    p.add_argument("--warm-trials", type=_count, default=3, metavar="N",
+                   help="first trials placed by the sensitivity curves (default: 3; 0: none)")
+    p.add_argument("--no-early-stopping", action="store_true",
+                   help="run every trial to the end (default: stop one that misses a metric constraint)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _metric_arguments(p)
     _tracking_arguments(p)

@@ -261,7 +261,7 @@ def _swap_into_place(work_dir, out_dir):
 
 
 def run_recipe(model, recipe, data, out_dir, progress=True, *, title=None, meta=None,
-               latency_runs=50, seed=0, metric=None, loss=None):
+               latency_runs=50, seed=0, metric=None, loss=None, on_step=None):
     """Runs `recipe` on `model` and writes the artifacts and report into `out_dir`.
 
     First the input model is measured as the baseline (its own float32
@@ -369,6 +369,8 @@ def run_recipe(model, recipe, data, out_dir, progress=True, *, title=None, meta=
             record = step.run(run, index)
             if record is not None:
                 records.setdefault(step.name, []).append(record)
+            if on_step is not None:
+                on_step(run, index, step)
         # A step that must run last (export) runs with its defaults when the recipe leaves it out.
         present = {step.name for step in recipe.steps}
         for name, cls in sorted(registered().items()):

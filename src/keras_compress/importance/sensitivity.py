@@ -50,7 +50,7 @@ def _check_values(kind, values):
 
 
 def sensitivity(model, data, sparsities=SPARSITIES, layers=None, max_samples=2000, batch_size=256,
-                kind="sparsity"):
+                kind="sparsity", score=None):
     """Accuracy versus sparsity (or bit width, or clusters) for each weight, the others intact.
 
     Each weight in turn is pruned one-shot by magnitude to each sparsity
@@ -69,6 +69,8 @@ def sensitivity(model, data, sparsities=SPARSITIES, layers=None, max_samples=200
         max_samples: evaluate on at most this many samples.
         batch_size: evaluation batch size.
         kind: `"sparsity"`, `"bits"` or `"clusters"`.
+        score: optional `fn(model, x, y) -> float`, higher is better (a
+            user's metric, negated when lower is better); default: accuracy.
 
     Returns:
         `{"baseline": accuracy, "curves": {name: {value: accuracy}},
@@ -90,7 +92,10 @@ def sensitivity(model, data, sparsities=SPARSITIES, layers=None, max_samples=200
     chosen, _ = walk.find_weights(model, layers)
     if not chosen:
         raise ValueError(f"Model {model.name!r} has no prunable weights (layers={layers!r}).")
-    baseline = evaluate.keras_accuracy(model, x, y, batch_size)
+    if score is None:
+        def score(m, x, y):
+            return evaluate.keras_accuracy(m, x, y, batch_size)
+    baseline = score(model, x, y)
     curves, sizes = {}, {}
     for ref in chosen:
         name = walk.weight_name(model, ref.variable)
@@ -101,13 +106,13 @@ def sensitivity(model, data, sparsities=SPARSITIES, layers=None, max_samples=200
             for s in sparsities:
                 ref.variable.assign(_compressed(original, kind, s))
                 key = float(s) if kind == "sparsity" else int(s)
-                curves[name][key] = evaluate.keras_accuracy(model, x, y, batch_size)
+                curves[name][key] = score(model, x, y)
         finally:
             ref.variable.assign(original)
     return {"baseline": baseline, "curves": curves, "sizes": sizes, "kind": kind}
 
 
-def allocate(curves, sizes, baseline, target_sparsity, step=0.005, max_sparsity=0.995):
+def allocate(curves, sizes, baseline, target_sparsity, step=0.005, max_sparsity=0.995, bounds=None):
     """Per-weight sparsities meeting a global target with the least predicted loss.
 
     Greedy on the piecewise-linear sensitivity curves: repeatedly raise, by
@@ -122,35 +127,45 @@ def allocate(curves, sizes, baseline, target_sparsity, step=0.005, max_sparsity=
         target_sparsity: the global fraction of zeros over all these weights.
         step: grid step of the search.
         max_sparsity: no weight is pruned beyond this.
+        bounds: optional `{name: (low, high)}`: a weight starts at `low` and
+            is not raised past `high` (a search range, or `(v, v)` for a
+            fixed value); others range over `[0, max_sparsity]`.
 
     Returns:
         `{name: sparsity}` with `sum(s * size) == target * sum(size)`.
 
     Raises:
-        ValueError: if the target is outside [0, max_sparsity].
+        ValueError: if the target is outside what the bounds allow.
     """
-    if not 0.0 <= target_sparsity <= max_sparsity:
-        raise ValueError(f"target_sparsity must be in [0, {max_sparsity}]. Received: {target_sparsity}")
+    bounds = {name: tuple(map(float, bounds.get(name, (0.0, max_sparsity)))) for name in curves} \
+        if bounds else {name: (0.0, max_sparsity) for name in curves}
+    total = sum(sizes.values())
+    least = sum(bounds[n][0] * sizes[n] for n in curves) / total
+    most = sum(bounds[n][1] * sizes[n] for n in curves) / total
+    if not least - 1e-9 <= target_sparsity <= most + 1e-9:
+        raise ValueError(f"target_sparsity must be in [{least:.4g}, {most:.4g}] (the weights' bounds). "
+                         f"Received: {target_sparsity}")
 
     def loss(name, s):
         points = sorted({0.0: baseline, **curves[name]}.items())
         xs, ys = zip(*points)
         return baseline - float(np.interp(s, xs, ys))
 
-    total = sum(sizes.values())
     needed = target_sparsity * total
-    chosen = {name: 0.0 for name in curves}
-    removed = 0.0
+    chosen = {name: bounds[name][0] for name in curves}
+    removed = sum(chosen[n] * sizes[n] for n in curves)
     while removed < needed - 1e-9:
         best, best_cost = None, None
         for name, s in chosen.items():
-            if s + 1e-12 >= max_sparsity:
+            if s + 1e-12 >= bounds[name][1]:
                 continue
-            nxt = min(s + step, max_sparsity)
+            nxt = min(s + step, bounds[name][1])
             cost = (loss(name, nxt) - loss(name, s)) / ((nxt - s) * sizes[name])
             if best_cost is None or cost < best_cost:
                 best, best_cost = name, cost
-        nxt = min(chosen[best] + step, max_sparsity)
+        if best is None:  # every weight at its bound (only rounding left)
+            break
+        nxt = min(chosen[best] + step, bounds[best][1])
         gain = (nxt - chosen[best]) * sizes[best]
         if removed + gain > needed:
             nxt = chosen[best] + (needed - removed) / sizes[best]

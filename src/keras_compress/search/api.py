@@ -11,6 +11,7 @@ one study (Optuna's own distributed mode).
 import os
 import time
 
+from keras_compress.search import early, warm
 from keras_compress.search import objectives as obj
 from keras_compress.search.space import SearchSpace
 
@@ -36,15 +37,29 @@ def storage_for(storage, out_dir):
     optuna = _optuna()
     if storage is None:
         storage = f"sqlite:///{os.path.abspath(os.path.join(out_dir, STUDY_DB))}"
-    try:
-        if storage.startswith("journal:"):
-            from optuna.storages.journal import JournalFileBackend
+    # Two workers opening a new SQLite file at once race to create its tables: the loser retries.
+    attempts = 5 if storage.startswith("sqlite") else 1
+    for attempt in range(attempts):
+        try:
+            if storage.startswith("journal:"):
+                from optuna.storages.journal import JournalFileBackend
 
-            return optuna.storages.JournalStorage(JournalFileBackend(storage[len("journal:"):]))
-        return optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}}
-                                          if storage.startswith("sqlite") else {})
-    except Exception as error:  # noqa: BLE001 - SQLAlchemy and drivers raise many types
-        raise ValueError(f"cannot open the study storage {storage!r}: {type(error).__name__}: {error}") from None
+                return optuna.storages.JournalStorage(JournalFileBackend(storage[len("journal:"):]))
+            return optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}}
+                                              if storage.startswith("sqlite") else {})
+        except Exception as error:  # noqa: BLE001 - SQLAlchemy and drivers raise many types
+            if attempt + 1 < attempts and "no such" not in str(error) and "unable to open" not in str(error):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise ValueError(f"cannot open the study storage {storage!r}: {type(error).__name__}: {error}") from None
+
+
+def _create_or_load(optuna, **settings):
+    """`(study, created)`: the study, and whether this call created it (only its creator warm-starts it)."""
+    try:
+        return optuna.create_study(load_if_exists=False, **settings), True
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.create_study(load_if_exists=True, **settings), False
 
 
 def _sampler(name, seed, constraints):
@@ -70,7 +85,8 @@ def _copy(model):
 
 def search(model, data, space, *, objectives=("metric", "gzip_bytes"), constraints=(), trials=20, out_dir,
            storage=None, study_name="keras-compress", sampler="tpe", seed=0, metric=None, loss=None,
-           artifact=None, latency_runs=20, progress=True, tracking=None):
+           artifact=None, latency_runs=20, progress=True, tracking=None, warm_start="sensitivity",
+           warm_trials=warm.WARM_TRIALS, early_stopping=True, stop_margin=0.0):
     """Searches `space` for recipes that trade the metric against size or latency, on real artifacts.
 
     Each trial draws values, fills the recipe template, and runs it with
@@ -79,7 +95,14 @@ def search(model, data, space, *, objectives=("metric", "gzip_bytes"), constrain
     unless `artifact` names another). A trial that fails is recorded as
     failed with its reason and the study goes on. Runs until the study holds
     `trials` finished trials (so re-running resumes, and several workers on
-    one storage share the count).
+    one storage share the count; a failed or stopped trial counts).
+
+    A new study does not begin blind: its first `warm_trials` trials take
+    their pruning targets from one sensitivity analysis of the model
+    (`search.warm`), the sampler drawing the rest. Unpromising trials stop
+    after a fine-tuning step (`search.early`): one that already misses a
+    metric constraint, and, in a study whose only objective is the metric,
+    one that Optuna's median pruner rejects.
 
     Args:
         model: the trained Keras model (not modified).
@@ -100,6 +123,12 @@ def search(model, data, space, *, objectives=("metric", "gzip_bytes"), constrain
         tracking: `None`, or a dict of `keras_compress.tracking.log_report` settings (`uri`, `experiment`,
             `register_as`): the study is an MLflow run, each trial a nested run under it with its figures
             and files; `register_as` registers the best trial's artifact.
+        warm_start: `"sensitivity"` (default): the first trials from the sensitivity curves (on the validation
+            split, else the last training samples); a list of `{parameter: value}` dicts to try first; or
+            `None`. Only the call that creates the study warm-starts it (resuming or joining does not).
+        warm_trials: how many sensitivity-derived trials.
+        early_stopping: stop unpromising trials after a fine-tuning step (see `search.early`).
+        stop_margin: how far past a metric constraint a trial's intermediate value may go before it stops.
 
     Returns:
         A `SearchResult` (`keras_compress.search.results`): the study, the Pareto front, the written files.
@@ -129,15 +158,17 @@ def search(model, data, space, *, objectives=("metric", "gzip_bytes"), constrain
     constraints = tuple(c if isinstance(c, obj.Constraint) else obj.Constraint.parse(c) for c in constraints)
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be a positive integer. Received: trials={trials!r}")
+    _check_warm(warm_start, space)
     data = as_dataset(data)
     check_data_fits(model, data)
     resolved = metrics_module.get(metric, model)
     if loss is None and getattr(model, "compiled", False):
         loss = getattr(model, "loss", None)  # each trial's copy is not compiled: keep the model's own loss
     os.makedirs(out_dir, exist_ok=True)
-    study = optuna.create_study(storage=storage_for(storage, out_dir), study_name=study_name,
-                                directions=obj.directions(objectives, resolved),
-                                sampler=_sampler(sampler, seed, constraints), load_if_exists=True)
+    study, created = _create_or_load(optuna, storage=storage_for(storage, out_dir), study_name=study_name,
+                                     directions=obj.directions(objectives, resolved),
+                                     sampler=_sampler(sampler, seed, constraints),
+                                     pruner=early.pruner(objectives) if early_stopping else None)
     study.set_user_attr("objectives", list(objectives))
     study.set_user_attr("constraints", [str(c) for c in constraints])
     study.set_user_attr("metric", resolved.describe())
@@ -154,11 +185,16 @@ def search(model, data, space, *, objectives=("metric", "gzip_bytes"), constrain
         trial.set_user_attr("recipe", space.fill(values))
         trial.set_user_attr("dir", os.path.relpath(trial_dir, out_dir))
         start = time.perf_counter()
+        watch = early.watcher(trial, constraints, objectives, stop_margin) if early_stopping else None
         try:
             report = run_recipe(_copy(model), space.recipe(values), data, trial_dir, progress=False,
                                 metric=resolved, loss=loss, latency_runs=latency_runs, seed=seed,
-                                title=f"search trial {trial.number}")
+                                title=f"search trial {trial.number}", on_step=watch)
             row = obj.choose_row(report, artifact)
+        except optuna.TrialPruned:
+            trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
+            log(f"trial {trial.number} stopped early: {trial.user_attrs.get('stopped')}")
+            raise
         except Exception as error:  # noqa: BLE001 - a failed trial is a result: recorded, the study goes on
             trial.set_user_attr("error", f"{type(error).__name__}: {' '.join(str(error).split())[:500]}")
             log(f"trial {trial.number} failed: {trial.user_attrs['error']}")
@@ -173,7 +209,10 @@ def search(model, data, space, *, objectives=("metric", "gzip_bytes"), constrain
             tracker[0].trial(trial.number, report, trial_dir)
         return tuple(figures[name] for name in objectives)
 
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+    if warm_start and created:
+        for values in _warm_values(warm_start, model, data, space, warm_trials, log, resolved):
+            study.enqueue_trial(values, user_attrs={"warm_start": True}, skip_if_exists=True)
     left = trials - len(study.get_trials(deepcopy=False, states=finished))
     with _tracked(tracking, study_name) as track:
         if left > 0:
@@ -185,6 +224,38 @@ def search(model, data, space, *, objectives=("metric", "gzip_bytes"), constrain
         if track is not None:
             track.finish(result)
     return result
+
+
+def _check_warm(warm_start, space):
+    """A user's warm-start list checked against the space (before any trial runs)."""
+    if warm_start in (None, False, "sensitivity"):
+        return
+    if isinstance(warm_start, dict) or not isinstance(warm_start, (list, tuple)) or \
+            not all(isinstance(v, dict) for v in warm_start):
+        raise ValueError("warm_start must be 'sensitivity', a list of {parameter: value} dicts, or None. "
+                         f"Received: {warm_start!r}")
+    names = {p.name for p in space.parameters}
+    for values in warm_start:
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"warm_start names unknown parameter(s) {unknown}. Parameters: {sorted(names)}")
+
+
+def _warm_values(warm_start, model, data, space, count, log, metric):
+    """The values of the first trials: from the sensitivity curves, or as the user gave them."""
+    if warm_start != "sensitivity":
+        return list(warm_start)
+    from keras_compress.pruning.steps import AUTO_TARGET_SAMPLES
+
+    held_out = data.validation.take(warm.SAMPLES) if data.validation is not None \
+        else data.train.last(AUTO_TARGET_SAMPLES)
+    try:
+        values = warm.sensitivity_trials(model, held_out, space, count, metric=metric)
+    except (ValueError, TypeError) as error:  # an aid, not a requirement: the sampler starts alone
+        log(f"warm start skipped: {type(error).__name__}: {error}")
+        return []
+    log(f"warm start: {len(values)} trial(s) from the sensitivity curves: {values}")
+    return values
 
 
 class _Tracker:

@@ -47,6 +47,13 @@ class SearchResult:
         return [(t.number, t.user_attrs.get("error", "unknown")) for t in
                 self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))]
 
+    def stopped(self):
+        """Trials stopped early (`search.early`) with the reason: `[(number, reason)]`."""
+        import optuna
+
+        return [(t.number, t.user_attrs.get("stopped", "pruned")) for t in
+                self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))]
+
     @staticmethod
     def feasible(trial):
         return all(v <= 0 for v in trial.user_attrs.get("constraints", []))
@@ -141,9 +148,10 @@ class SearchResult:
             "study": self.study.study_name, "objectives": list(self.objectives),
             "constraints": [str(c) for c in self.constraints], "metric": self.metric.describe(),
             "trials": [{"number": t.number, "params": t.params, "values": list(t.values), "feasible": self.feasible(t),
-                        **{k: t.user_attrs.get(k) for k in ("figures", "artifact", "dir", "seconds")}}
+                        **{k: t.user_attrs.get(k) for k in ("figures", "artifact", "dir", "seconds", "warm_start")}}
                        for t in self.completed()],
             "failed": [{"number": n, "error": e} for n, e in self.failed()],
+            "stopped": [{"number": n, "reason": r} for n, r in self.stopped()],
             "pareto": [t.number for t in self.pareto()],
             "best": None if best is None else best.number,
         }
@@ -189,4 +197,6 @@ class SearchResult:
             lines += [f"Best feasible trial: {best.number} (written as `{BEST_RECIPE}`).", ""]
         if self.failed():
             lines += ["Failed trials:", ""] + [f"- {n}: {e}" for n, e in self.failed()] + [""]
+        if self.stopped():
+            lines += ["Trials stopped early:", ""] + [f"- {n}: {r}" for n, r in self.stopped()] + [""]
         return "\n".join(lines)

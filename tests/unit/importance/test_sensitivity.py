@@ -79,3 +79,30 @@ def test_sensitivity_to_bits_and_clusters_falls_with_coarser_grids_and_restores_
 def test_sensitivity_rejects_bad_values(kind, values, match):
     with pytest.raises(ValueError, match=match):
         importance.sensitivity(builders.functional(), builders.dense_data(8), sparsities=values, kind=kind)
+
+
+def test_allocate_keeps_each_weight_inside_its_bounds_and_fixed_weights_fixed():
+    curves = {"a": {0.5: 0.5, 0.9: 0.1}, "b": {0.5: 0.99, 0.9: 0.97}, "c": {0.5: 0.9, 0.9: 0.8}}
+    sizes = {"a": 100, "b": 900, "c": 500}
+    bounds = {"a": (0.3, 0.6), "b": (0.5, 0.8), "c": (0.4, 0.4)}
+    plan = importance.allocate(curves, sizes, baseline=1.0, target_sparsity=0.6, bounds=bounds)
+    assert sum(plan[n] * sizes[n] for n in sizes) == pytest.approx(0.6 * 1500, abs=1e-6)
+    assert plan["c"] == 0.4  # fixed
+    assert 0.3 <= plan["a"] <= 0.6 and 0.5 <= plan["b"] <= 0.8
+    assert plan["b"] == pytest.approx(0.8)  # the tolerant layer is raised to its ceiling first
+    with pytest.raises(ValueError, match=r"target_sparsity must be in \[0.42.*, 0.653"):
+        importance.allocate(curves, sizes, 1.0, 0.7, bounds=bounds)
+
+
+def test_sensitivity_takes_a_users_score():
+    model = builders.compile_tiny(builders.functional())
+    x, y = builders.dense_data(64)
+    calls = []
+
+    def score(m, xs, ys):
+        calls.append(len(xs))
+        return -float(np.mean(np.abs(m.predict_on_batch(xs))))
+
+    result = importance.sensitivity(model, (x, y), sparsities=(0.5, 0.9), score=score)
+    assert result["baseline"] == pytest.approx(-float(np.mean(np.abs(model.predict_on_batch(x)))))
+    assert len(calls) == 1 + 2 * len(result["curves"]) and set(calls) == {64}
