@@ -1,14 +1,18 @@
 """Automatic search against the hand-written recipes (issue #17): does the Pareto front dominate each?
 
-    python bench/search.py --trials 20 --train-samples 12000 --out bench/results/search
+    python bench/search.py --model lenet5 --trials 30 --train-samples 12000
+    python bench/search.py --model mobilenet_v2_tiny --trials 30 --train-samples 6000
 
-On one trained LeNet-5 and one data set (MNIST, the first `--train-samples`
+On one trained model and one data set (LeNet-5 on MNIST or the
+MobileNetV2-style net on Fashion-MNIST, the first `--train-samples`
 training images, the full test split), in one run:
-1. each hand-written recipe in `recipes/` that applies to LeNet-5 runs through
-   `run_recipe`; its int8 LiteRT artifact gives (accuracy, gzip bytes);
+1. each hand-written recipe in `recipes/` that applies to the model runs
+   through `run_recipe`; its int8 LiteRT artifact gives (accuracy, gzip bytes);
 2. `keras_compress.search` runs `--trials` TPE trials over a recipe template
-   (per-layer pruning targets, fine-tuning epochs and learning rate, cluster
-   count), objectives accuracy and gzip bytes of the int8 artifact;
+   (`SPACES`: pruning targets or channel fractions, fine-tuning epochs and
+   learning rate, cluster count, and whether pruning, clustering and QAT run
+   at all), warm-started from the sensitivity curves, objectives accuracy and
+   gzip bytes of the int8 artifact;
 3. for each hand recipe: is there a front trial at least as accurate and at
    most as large (one of them strictly)? If not, by how much the nearest misses.
 Also measured: the bookkeeping overhead (study storage, sampling) as the share
@@ -25,24 +29,69 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HAND_RECIPES = ("demo.yaml", "prune_qat.yaml", "qat.yaml", "lenet5_deep.yaml", "prune_int8.yaml")
-SPACE = {
-    "recipe": {"steps": [
-        {"prune": {"target_sparsity": 0.9, "schedule": "polynomial", "initial_sparsity": 0.5, "end_step": "auto",
-                   "frequency": 100,
-                   "layer_targets": {"conv1": 0.5, "conv2": "${conv2}", "fc1": "${fc1}", "fc2": "${fc2}"}}},
-        {"finetune": {"epochs": "${epochs}", "batch_size": 128, "learning_rate": "${learning_rate}"}},
-        {"cluster": {"num_clusters": "${clusters}", "init": "linear"}},
-        {"finetune": {"epochs": 2, "batch_size": 128, "learning_rate": 1.0e-4}},
+HAND_RECIPES = {
+    "lenet5": ("demo.yaml", "prune_qat.yaml", "qat.yaml", "lenet5_deep.yaml", "prune_int8.yaml"),
+    # The LeNet recipes name LeNet's layers; for the MobileNetV2-style net these apply as they are.
+    "mobilenet_v2_tiny": ("qat.yaml", "prune_qat.yaml", "prune_int8.yaml", "structured.yaml"),
+}
+DATA = {"lenet5": "mnist", "mobilenet_v2_tiny": "fashion_mnist"}
+TRAIN_EPOCHS = {"lenet5": 2, "mobilenet_v2_tiny": 8}
+
+
+def _tail(flag_cluster, flag_qat):
+    """The optional cluster and QAT stages and the export: steps after pruning's fine-tuning."""
+    return [
+        {"cluster": {"num_clusters": "${clusters}", "init": "linear"}, "when": flag_cluster},
+        {"finetune": {"epochs": 2, "batch_size": 128, "learning_rate": 1.0e-4}, "when": flag_cluster},
+        {"quantize": {"calibration_samples": 1000}, "when": flag_qat},
+        {"finetune": {"epochs": 1, "batch_size": 128, "learning_rate": 5.0e-5}, "when": flag_qat},
         {"export": {"formats": ["int8"], "calibration_samples": 256}},
-    ]},
-    "parameters": {
-        "conv2": {"low": 0.5, "high": 0.95},
-        "fc1": {"low": 0.85, "high": 0.995},
-        "fc2": {"low": 0.5, "high": 0.95},
-        "epochs": {"low": 3, "high": 10},
-        "learning_rate": {"low": 1.0e-4, "high": 2.0e-3, "log": True},
-        "clusters": {"choices": [8, 16, 32]},
+    ]
+
+
+FLAGS = {"prune": {"choices": [True, False]}, "cluster": {"choices": [True, False]},
+         "qat": {"choices": [True, False]}}
+SPACES = {
+    # Per-layer pruning targets (conv1 stays at 0.5: 500 weights), fine-tuning, and whether pruning,
+    # clustering and QAT run at all.
+    "lenet5": {
+        "recipe": {"steps": [
+            {"prune": {"target_sparsity": 0.9, "schedule": "polynomial", "initial_sparsity": 0.3,
+                       "end_step": "auto", "frequency": 100,
+                       "layer_targets": {"conv1": 0.5, "conv2": "${conv2}", "fc1": "${fc1}", "fc2": "${fc2}"}},
+             "when": "${prune}"},
+            {"finetune": {"epochs": "${epochs}", "batch_size": 128, "learning_rate": "${learning_rate}"}},
+            *_tail("${cluster}", "${qat}"),
+        ]},
+        "parameters": {
+            "conv2": {"low": 0.3, "high": 0.95},
+            "fc1": {"low": 0.5, "high": 0.995},
+            "fc2": {"low": 0.3, "high": 0.95},
+            "epochs": {"low": 2, "high": 10},
+            "learning_rate": {"low": 1.0e-4, "high": 2.0e-3, "log": True},
+            "clusters": {"choices": [8, 16, 32]},
+            **FLAGS,
+        },
+    },
+    # Channel fractions (structured) and weight sparsity (unstructured), each optional, then the same tail.
+    "mobilenet_v2_tiny": {
+        "recipe": {"steps": [
+            {"prune_channels": {"fraction": "${channels}", "importance": "l1", "round_to": 4},
+             "when": "${structured}"},
+            {"prune": {"target_sparsity": "${sparsity}", "schedule": "polynomial", "initial_sparsity": 0.3,
+                       "end_step": "auto", "frequency": 100}, "when": "${prune}"},
+            {"finetune": {"epochs": "${epochs}", "batch_size": 128, "learning_rate": "${learning_rate}"}},
+            *_tail("${cluster}", "${qat}"),
+        ]},
+        "parameters": {
+            "channels": {"low": 0.1, "high": 0.6},
+            "sparsity": {"low": 0.3, "high": 0.9},
+            "epochs": {"low": 1, "high": 4},
+            "learning_rate": {"low": 1.0e-4, "high": 2.0e-3, "log": True},
+            "clusters": {"choices": [16, 32, 64]},
+            "structured": {"choices": [True, False]},
+            **FLAGS,
+        },
     },
 }
 
@@ -63,17 +112,24 @@ def main(argv=None):
     from keras_compress.cli.runner import run_recipe
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "search"))
-    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--model", default="lenet5", choices=sorted(SPACES))
+    parser.add_argument("--out")
+    parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--train-samples", type=int, default=12000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--track", action="store_true", help="log every trial to MLflow (SQLite in --out)")
     args = parser.parse_args(argv)
+    args.out = args.out or os.path.join(ROOT, "bench", "results", f"search_{args.model}")
     os.makedirs(args.out, exist_ok=True)
-    (x, y), (x_test, y_test) = kc.datasets.load("mnist")
-    data = kc.data.from_pairs("mnist", (x[: args.train_samples], y[: args.train_samples]), (x_test, y_test))
+    (x, y), (x_test, y_test) = kc.datasets.load(DATA[args.model])
+    data = kc.data.from_pairs(DATA[args.model], (x[: args.train_samples], y[: args.train_samples]),
+                              (x_test, y_test))
     keras.utils.set_random_seed(args.seed)
-    model = kc.zoo.lenet5()
-    kc.zoo.train(model, x, y, epochs=2, verbose=0)
+    model = getattr(kc.zoo, args.model)()
+    start = time.perf_counter()
+    kc.zoo.train(model, x, y, epochs=TRAIN_EPOCHS[args.model], verbose=0)
+    log(f"trained {args.model} on all of {DATA[args.model]} ({TRAIN_EPOCHS[args.model]} epochs) in "
+        f"{time.perf_counter() - start:.0f} s")
 
     def copy():
         clone = keras.models.clone_model(model)
@@ -81,7 +137,7 @@ def main(argv=None):
         return clone
 
     hand = {}
-    for name in HAND_RECIPES:
+    for name in HAND_RECIPES[args.model]:
         start = time.perf_counter()
         report = run_recipe(copy(), load_recipe(os.path.join(ROOT, "recipes", name)), data,
                             os.path.join(args.out, "hand", name[:-5]), progress=False, metric="accuracy",
@@ -91,11 +147,14 @@ def main(argv=None):
                       "seconds": round(time.perf_counter() - start, 1)}
         log(f"{name}: int8 {100 * row.litert_metric:.2f}% at {row.gzip_bytes:,} gzip bytes")
     start = time.perf_counter()
-    result = kc.search(model, data, SPACE, objectives=("metric", "gzip_bytes"), trials=args.trials,
+    result = kc.search(model, data, SPACES[args.model], objectives=("metric", "gzip_bytes"), trials=args.trials,
                        out_dir=os.path.join(args.out, "study"), seed=args.seed, metric="accuracy",
-                       latency_runs=20)
+                       latency_runs=20,
+                       tracking={"uri": f"sqlite:///{os.path.join(args.out, 'mlflow.db')}",
+                                 "experiment": f"bench-search-{args.model}"} if args.track else None)
     wall = time.perf_counter() - start
-    inside = sum(t.user_attrs.get("seconds", 0.0) for t in result.completed())
+    inside = sum(t.user_attrs.get("seconds", 0.0) for t in result.study.trials)
+    warm_seconds = result.study.user_attrs.get("warm_start_seconds", 0.0)
     front = result.pareto()
     rows, passed = [], True
     for name, figures in hand.items():
@@ -118,12 +177,16 @@ def main(argv=None):
         table.append(f"| {r['recipe']} | {100 * r['accuracy']:.2f}% | {r['gzip_bytes']:,} | {trial} | "
                      f"{100 * r['trial_accuracy']:.2f}% | {int(r['trial_gzip_bytes']):,} | "
                      f"{'yes' if r['dominated_by'] is not None else 'no'} |")
-    overhead = (wall - inside) / wall
+    overhead = (wall - inside - warm_seconds) / wall
     summary = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__} ({keras.backend.backend()})",
-        "command": f"python bench/search.py --trials {args.trials} --train-samples {args.train_samples}",
+        "command": f"python bench/search.py --model {args.model} --trials {args.trials} "
+                   f"--train-samples {args.train_samples}",
         "hand": hand, "rows": rows, "front": [t.number for t in front], "trials": len(result.completed()),
-        "failed": result.failed(), "search_seconds": round(wall, 1), "seconds_inside_trials": round(inside, 1),
+        "failed": result.failed(), "stopped": result.stopped(),
+        "warm_trials": [t.number for t in result.completed() if t.user_attrs.get("warm_start")],
+        "search_seconds": round(wall, 1), "seconds_inside_trials": round(inside, 1),
+        "warm_start_seconds": warm_seconds, "tracking": bool(args.track),
         "bookkeeping_overhead": overhead, "passed": passed, "table": "\n".join(table),
         "search_table": result.table(),
     }
@@ -132,7 +195,8 @@ def main(argv=None):
     print(result.table())
     print()
     print("\n".join(table))
-    print(f"\nbookkeeping overhead: {100 * overhead:.2f}% of {wall:.0f} s (needs < 2%)")
+    print(f"\nbookkeeping overhead{' (storage and MLflow tracking)' if args.track else ''}: {100 * overhead:.2f}% "
+          f"of {wall:.0f} s (needs < 2%); warm start (sensitivity analysis) {warm_seconds:.1f} s")
     return 0 if passed and overhead < 0.02 else 1
 
 

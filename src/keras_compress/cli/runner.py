@@ -157,6 +157,7 @@ class _Run:
         self.summaries = {}  # "<technique>_summary" -> what its summary said before each strip
         self.skipped = []  # artifacts a recipe asked for that cannot exist, and why
         self.prepared = {}  # step index -> what the step's `prepare` resolved
+        self.cache = {}  # what steps share within one run (the original model's copy, teachers measured)
 
     @property
     def num_train_samples(self):

@@ -211,8 +211,10 @@ def search(model, data, space, *, objectives=("metric", "gzip_bytes"), constrain
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
     if warm_start and created:
+        began = time.perf_counter()
         for values in _warm_values(warm_start, model, data, space, warm_trials, log, resolved):
             study.enqueue_trial(values, user_attrs={"warm_start": True}, skip_if_exists=True)
+        study.set_user_attr("warm_start_seconds", round(time.perf_counter() - began, 2))
     left = trials - len(study.get_trials(deepcopy=False, states=finished))
     with _tracked(tracking, study_name) as track:
         if left > 0:

@@ -15,8 +15,9 @@ class FinetuneConfig(BaseConfig):
         batch_size: samples per training step, >= 1.
         learning_rate: Adam's learning rate, > 0.
         teacher: `None` (train on the labels), `"original"` (in a recipe:
-            distil from the model as it was before the recipe's first step)
-            or a path to a `.keras` teacher.
+            distil from the model as it was before the recipe's first step),
+            a path to a `.keras` teacher, or a list of these (an averaged
+            ensemble of them is the teacher, `keras_compress.ensemble.average`).
         temperature: softmax temperature of the distillation loss, > 0.
         distillation_weight: share of the loss that is distillation, in [0, 1].
 
@@ -31,7 +32,7 @@ class FinetuneConfig(BaseConfig):
     epochs: int = dataclasses.field(default=1, metadata={"minimum": 0})
     batch_size: int = dataclasses.field(default=128, metadata={"minimum": 1})
     learning_rate: float = 1e-4
-    teacher: str | None = None
+    teacher: str | tuple[str, ...] | None = None
     temperature: float = 3.0
     distillation_weight: float = 0.5
 
@@ -43,10 +44,13 @@ class FinetuneConfig(BaseConfig):
         rate = self.learning_rate
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
             raise ValueError(f"'learning_rate' must be > 0. Received: learning_rate={rate!r}")
-        if self.teacher is not None and (not isinstance(self.teacher, str) or not (
-                self.teacher == "original" or self.teacher.endswith(".keras"))):
-            raise ValueError("'teacher' must be null, 'original' or a path to a .keras file. "
-                             f"Received: teacher={self.teacher!r}")
+        if isinstance(self.teacher, list):
+            object.__setattr__(self, "teacher", tuple(self.teacher))
+        members = self.teacher if isinstance(self.teacher, tuple) else (self.teacher,)
+        if self.teacher is not None and (not members or isinstance(self.teacher, tuple) and len(members) < 2 or not all(
+                isinstance(m, str) and (m == "original" or m.endswith(".keras")) for m in members)):
+            raise ValueError("'teacher' must be null, 'original', a path to a .keras file, or a list of 2 or more "
+                             f"of these (an ensemble). Received: teacher={self.teacher!r}")
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
             raise ValueError(f"'temperature' must be > 0. Received: temperature={self.temperature!r}")
         weight = self.distillation_weight

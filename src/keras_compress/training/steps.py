@@ -8,8 +8,9 @@ With a `teacher`, the fine-tuning distils (`keras_compress.training.distill`):
 """
 
 import dataclasses
+import os
 
-from keras_compress.core.steps import Step, register_step
+from keras_compress.core.steps import RecipeError, Step, register_step, where
 from keras_compress.training.config import FinetuneConfig
 
 
@@ -32,21 +33,29 @@ class FinetuneStep(Step):
         return self.to_config().steps_per_epoch(num_samples)
 
     def prepare(self, run, index, steps):
-        """The teacher: a copy of the model before the recipe's first step, or the `.keras` file loaded."""
-        import keras
-
+        """The teacher: a copy of the model before the recipe's first step, a `.keras` file, or their average."""
         teacher = self.to_config().teacher
         if teacher is None:
             return None
-        if teacher == "original":
-            clone = keras.models.clone_model(run.model)
-            clone.set_weights(run.model.get_weights())
-            return clone
-        import os
+        if ("teacher", teacher) in run.cache:  # steps naming the same teacher share it (built, measured once)
+            return run.cache[("teacher", teacher)]
+        members = [_load_teacher(run, index, t) for t in (teacher if isinstance(teacher, tuple) else (teacher,))]
+        if len(members) == 1:
+            chosen = members[0]
+        else:
+            from keras_compress import ensemble
 
-        if not os.path.isfile(teacher):
-            raise FileNotFoundError(f"recipe step {index} (finetune): teacher file not found: {teacher!r}")
-        return keras.saving.load_model(teacher, compile=False)
+            try:
+                chosen = ensemble.average(members, name="teacher_ensemble")
+            except ensemble.EnsembleError as error:
+                raise RecipeError(f"{where(index, self.name)}: the teacher ensemble: {error}") from None
+        student = [tuple(t.shape[1:]) for t in run.model.outputs]
+        given = [tuple(t.shape[1:]) for t in chosen.outputs]
+        if given != student:
+            raise RecipeError(f"{where(index, self.name)}: the teacher's outputs {given} do not match the "
+                              f"model's {student}")
+        run.cache[("teacher", teacher)] = chosen
+        return chosen
 
     def run(self, run, index):
         from keras_compress.training import finetune
@@ -55,8 +64,47 @@ class FinetuneStep(Step):
         if config.epochs:
             run.log(f"step {index}: finetune {config.epochs} epoch(s) x "
                     f"{config.steps_per_epoch(run.num_train_samples)} steps, learning rate {config.learning_rate:g}")
-        record = finetune(run.model, run.data.train, None, config, teacher=run.prepared.get(index),
+        teacher = run.prepared.get(index)
+        if teacher is not None and config.epochs:
+            _measure_teacher(run, teacher, config.teacher)
+        record = finetune(run.model, run.data.train, None, config, teacher=teacher,
                           verbose=1 if run.progress else 0, loss=run.loss)
         if config.epochs and not run.techniques:
             run.techniques.append("finetune")
         return {"step": index, **record}
+
+
+def _load_teacher(run, index, teacher):
+    import os
+
+    import keras
+
+    if teacher == "original":
+        if "original" not in run.cache:
+            clone = keras.models.clone_model(run.model)
+            clone.set_weights(run.model.get_weights())
+            run.cache["original"] = clone
+        return run.cache["original"]
+    if not os.path.isfile(teacher):
+        raise FileNotFoundError(f"{where(index, 'finetune')}: teacher file not found: {teacher!r}")
+    try:
+        return keras.saving.load_model(teacher, compile=False)
+    except Exception as error:  # noqa: BLE001 - a corrupt or foreign file: one clear error
+        raise ValueError(f"{where(index, 'finetune')}: the teacher file {teacher!r} does not load as a Keras "
+                         f"model: {type(error).__name__}: {' '.join(str(error).split())[:300]}") from None
+
+
+def _measure_teacher(run, teacher, described):
+    """A report row for the teacher (once per teacher): its own metric on the test split, beside the artifacts."""
+    from keras_compress.core.report import ArtifactRow
+
+    if any(seen is teacher for seen in run.cache.get("measured_teachers", [])):
+        return
+    run.cache.setdefault("measured_teachers", []).append(teacher)
+    names = described if isinstance(described, tuple) else (described,)
+    label = "the model before the recipe" if names == ("original",) else ", ".join(
+        "original" if n == "original" else os.path.basename(n) for n in names)
+    stats = run.stats(teacher)
+    run.report.add(ArtifactRow(name=f"teacher: {teacher.name}", technique="teacher (not an artifact)", fmt="keras",
+                               notes=f"distillation teacher ({'average of ' if len(names) > 1 else ''}{label})",
+                               **stats))

@@ -2,12 +2,11 @@
 
 import keras
 import numpy as np
+import optuna
 import pytest
 
 from keras_compress import importance
 from keras_compress.search import Constraint, SearchSpace, early, warm
-
-optuna = pytest.importorskip("optuna")
 
 
 def trained():

@@ -61,7 +61,7 @@ def test_a_pruned_student_keeps_exact_zeros_and_strips_to_a_plain_model():
 def test_bad_distillation_settings_are_named():
     with pytest.raises(ValueError, match="temperature must be a number > 0"):
         distill(mlp(1), mlp(2), temperature=0)
-    with pytest.raises(ValueError, match="'teacher' must be null, 'original' or a path"):
+    with pytest.raises(ValueError, match="'teacher' must be null, 'original', a path to a .keras file, or a list"):
         FinetuneConfig(teacher="best")
     with pytest.raises(RecipeError, match=r"recipe step 1 \(finetune\): 'distillation_weight' must be in \[0, 1\]"):
         load_recipe("steps:\n  - finetune: {teacher: original, distillation_weight: 2}\n")
@@ -82,3 +82,11 @@ def test_feature_distillation_pulls_a_named_layer_towards_the_teacher_s():
                                    features=[("hidden", "hidden")])
     distiller.fit(x, y, epochs=10, batch_size=64, callbacks=callbacks, verbose=0)
     assert feature_gap() < 0.5 * before
+
+
+def test_a_list_of_teachers_is_an_ensemble_of_two_or_more():
+    step = load_recipe("steps:\n  - finetune: {teacher: [original, other.keras]}\n").steps[0]
+    assert step.to_config().teacher == ("original", "other.keras")
+    for bad in ("[original]", "[original, best]", "[]"):
+        with pytest.raises(RecipeError, match="a list of 2 or more of these"):
+            load_recipe(f"steps:\n  - finetune: {{teacher: {bad}}}\n")
