@@ -244,3 +244,28 @@ def test_average_pooling_shares_its_input_scale_as_litert_requires(tmp_path):
     np.testing.assert_allclose(got, expected, atol=1.01 * step)
     # Rounded as LiteRT rounds the pooled sum (half away from zero): the same outputs, bar float ties.
     assert np.sum(np.abs(got - expected) > 0.5 * step) <= 2
+
+
+def test_a_frozen_nested_backbone_is_quantized_and_exported_int8(tmp_path):
+    """Transfer learning: a backbone nested as a layer, frozen, under a new head; QAT makes all of it int8."""
+    keras.utils.set_random_seed(0)
+    backbone = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Conv2D(8, 3, activation="relu", name="b1"),
+                                 keras.layers.Conv2D(8, 3, activation="relu", name="b2"),
+                                 keras.layers.GlobalAveragePooling2D()], name="backbone")
+    backbone.trainable = False
+    inputs = keras.Input((12, 12, 1))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(backbone(inputs)), name="transfer")
+    frozen = {v.path: np.array(v) for v in backbone.weights}
+    x = np.random.default_rng(1).normal(size=(128, 12, 12, 1)).astype("float32")
+    y = np.random.default_rng(2).integers(0, 3, size=128)
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    kc.finetune(model, x, y, kc.training.FinetuneConfig(epochs=1, batch_size=32))
+    after = {v.path: np.array(v) for v in backbone.weights}
+    assert all(np.array_equal(frozen[p], after[p]) for p in frozen)  # kernels and biases: frozen stays frozen
+    expected = keras.ops.convert_to_numpy(model(x))
+    path = export_litert(model, str(tmp_path / "t.tflite"), "int8")
+    found, _ = ops_with_weights(path)
+    assert sorted(op for op, _ in found) == ["CONV_2D", "CONV_2D", "FULLY_CONNECTED"]
+    assert all(weight["dtype"] == np.int8 for _, weight in found), [(op, w["dtype"]) for op, w in found]
+    low, high = kc.quantization.quantization_ranges(model)["head/output"]
+    np.testing.assert_allclose(litert_predict(path, x), expected, atol=1.01 * (high - low) / 255)

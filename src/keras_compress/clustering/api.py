@@ -146,7 +146,8 @@ def cluster(model, config=None, layers=None):
             f"Model {model.name!r} is still being pruned or clustered: call keras_compress.strip(model) "
             "first (prune -> strip -> cluster)."
         )
-    chosen, skipped = walk.find_weights(model, layers, hook="get_clusterable_weights")
+    chosen, skipped = walk.find_weights(model, layers, hook="get_clusterable_weights",
+                                        include_frozen=config.include_frozen)
     if not chosen:
         raise ValueError(
             f"Model {model.name!r} has no clusterable weights (layers={layers!r}): clusterable weights "

@@ -41,6 +41,10 @@ class ClusterConfig(BaseConfig):
             takes its own optimizer step and the cluster then averages them;
             with Adam those per-weight steps largely cancel.
         seed: seed for the random initialisations.
+        include_frozen: also cluster the weights of frozen layers (a
+            transfer-learning backbone set `trainable = False`): they are
+            set to their shared values once, and their centroids do not
+            train. Default `False`: frozen means "leave it alone".
 
     Raises:
         ValueError: on a value outside its allowed range.
@@ -58,6 +62,7 @@ class ClusterConfig(BaseConfig):
     assignment: str = "fixed"
     train_centroids: bool = True
     seed: int = 0
+    include_frozen: bool = False
 
     def __post_init__(self):
         if isinstance(self.num_clusters, bool) or not isinstance(self.num_clusters, int) or not 2 <= self.num_clusters <= 65536:

@@ -66,6 +66,22 @@ def default_rule(variable):
     return None
 
 
+class _Thawed:
+    """A frozen variable seen as trainable, for a rule's other checks."""
+
+    trainable = True
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    def __getattr__(self, name):
+        return getattr(self.variable, name)
+
+
+def _judged_as_trainable(rule, variable):
+    return rule(_Thawed(variable))
+
+
 def make_layer_filter(layers):
     """Turns `None`, a regex string or a callable into `layer -> bool`.
 
@@ -93,7 +109,12 @@ def make_layer_filter(layers):
     )
 
 
-def find_weights(model, layers=None, hook="get_prunable_weights", rule=default_rule):
+def _frozen_weights(layer):
+    """Ids of the layer's weights that it made trainable and that were frozen since (`layer.trainable = False`)."""
+    return {id(v) for v in layer._trainable_variables if not v.trainable}
+
+
+def find_weights(model, layers=None, hook="get_prunable_weights", rule=default_rule, include_frozen=False):
     """Chooses the variables a technique applies to.
 
     Args:
@@ -102,6 +123,10 @@ def find_weights(model, layers=None, hook="get_prunable_weights", rule=default_r
             callable `layer -> bool`.
         hook: name of the method a layer may define to name its own weights.
         rule: `variable -> reason or None` for layers without the hook.
+        include_frozen: also choose weights of frozen layers (a backbone
+            set `trainable = False` for transfer learning): a weight the
+            layer created trainable is judged as if it still were. State
+            variables (BatchNormalization statistics, masks) stay out.
 
     Returns:
         `(chosen, skipped)`: a list of `WeightRef`, and a list of
@@ -122,6 +147,7 @@ def find_weights(model, layers=None, hook="get_prunable_weights", rule=default_r
         custom = getattr(layer, hook, None)
         wanted = keep_layer(layer)
         named = set()
+        frozen = _frozen_weights(layer) if include_frozen else set()
         if callable(custom) and wanted:
             named = {id(v) for v in custom()}
         for variable in variables:
@@ -134,6 +160,8 @@ def find_weights(model, layers=None, hook="get_prunable_weights", rule=default_r
                 reason = None if id(variable) in named else SKIP_HOOK
             else:
                 reason = rule(variable)
+                if reason == SKIP_NOT_TRAINABLE and id(variable) in frozen:
+                    reason = _judged_as_trainable(rule, variable)
             if reason is None:
                 chosen.append(WeightRef(layer, variable))
             else:

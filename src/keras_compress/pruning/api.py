@@ -164,7 +164,7 @@ def prune(model, config=None, layers=None, scores=None, targets=None, data=None)
         raise ValueError(f"Model {model.name!r} is already being pruned; call strip() on it first.")
     if targets is not None:
         config = _with_targets(model, config, layers, targets, data)
-    chosen, skipped = walk.find_weights(model, layers)
+    chosen, skipped = walk.find_weights(model, layers, include_frozen=config.include_frozen)
     if not chosen:
         reasons = sorted({reason for _, reason in skipped})
         raise ValueError(

@@ -42,6 +42,10 @@ class PruneConfig(BaseConfig):
         layer_targets: `{regex: sparsity}`; a tensor whose layer name or
             variable path matches a regex (first match wins) gets that final
             sparsity instead of `target_sparsity`.
+        include_frozen: also prune the weights of frozen layers (a
+            transfer-learning backbone set `trainable = False`); their masks
+            apply as for any weight, and fine-tuning leaves the kept values
+            as they are. Default `False`: frozen means "leave it alone".
 
     Raises:
         ValueError: on a value outside its allowed range.
@@ -65,6 +69,7 @@ class PruneConfig(BaseConfig):
     n: int = dataclasses.field(default=2, metadata={"minimum": 0})
     m: int = dataclasses.field(default=4, metadata={"minimum": 0})
     layer_targets: dict[str, float] | None = None
+    include_frozen: bool = False
 
     def __post_init__(self):
         _check_fraction("target_sparsity", self.target_sparsity)

@@ -169,9 +169,11 @@ def quantize(model, config=None, calibration_data=None, batch_size=64, layers=No
             f"Model {model.name!r} is already prepared for QAT; call "
             "keras_compress.strip(model) before quantizing it again."
         )
-    chosen, _ = walk.find_weights(model, hook="get_quantizable_weights")
-    if not model.trainable_variables:
-        raise ValueError(f"Model {model.name!r} has no trainable variables: there is nothing to quantize.")
+    # Frozen layers are quantized too (a transfer-learning backbone becomes int8 like the rest; its
+    # weights do not train, their fake quantization still acts in the forward pass).
+    chosen, _ = walk.find_weights(model, hook="get_quantizable_weights", include_frozen=True)
+    if not chosen and not model.trainable_variables:
+        raise ValueError(f"Model {model.name!r} has no weights to quantize.")
     for ref in chosen:
         if not np.all(np.isfinite(ops.convert_to_numpy(ref.variable.value))):
             raise ValueError(

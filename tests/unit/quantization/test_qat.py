@@ -248,10 +248,19 @@ def test_nan_weights_and_double_quantize_and_no_trainable_variables_are_refused(
     kc.quantize(model)
     with pytest.raises(ValueError, match="already prepared for QAT"):
         kc.quantize(model)
-    model = builders.functional()
-    model.trainable = False
-    with pytest.raises(ValueError, match="no trainable variables"):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Flatten()])
+    with pytest.raises(ValueError, match="has no weights to quantize"):
         kc.quantize(model)
+
+
+def test_frozen_layers_are_quantized_and_stay_frozen():
+    model = builders.functional()
+    frozen = model.get_layer("hidden")
+    frozen.trainable = False
+    kc.quantize(model)
+    rows = {r["layer"]: r for r in kc.quantization_summary(model)}
+    assert rows["hidden"]["treatment"].startswith("weights") and rows["hidden"]["weight_bits"] == 8
+    assert not frozen.kernel.trainable and frozen.trainable_variables == []
 
 
 @pytest.mark.parametrize("field, value", [("weight_bits", 9), ("activation_bits", 1), ("ema_decay", 1.0),
