@@ -58,7 +58,8 @@ def test_recipe_round_trips_through_to_dict():
 def test_every_prune_key_is_accepted():
     body = {"target_sparsity": 0.75, "schedule": "polynomial", "initial_sparsity": 0.25,
             "begin_step": 2, "end_step": 40, "frequency": 5, "power": 2, "pattern": "block",
-            "block_shape": [2, 2], "n": 1, "m": 4, "layer_targets": {"fc2": 0.5}, "layers": "conv|fc"}
+            "block_shape": [2, 2], "n": 1, "m": 4, "layer_targets": {"fc2": 0.5}, "include_frozen": True,
+            "layers": "conv|fc"}
     assert set(body) == set(PRUNE_KEYS)
     step = load_recipe(recipe_text([{"prune": body}])).steps[0]
     assert step.layers == "conv|fc"

@@ -1,4 +1,4 @@
-"""The recipe's `finetune` step: `FinetuneConfig`'s fields.
+"""The recipe's `finetune` step (`FinetuneConfig`'s fields) and `trainable` step (`TrainableConfig`'s).
 
     - finetune: {epochs: 3, batch_size: 128, learning_rate: 1.0e-4}
     - finetune: {epochs: 2, teacher: original, temperature: 4.0, distillation_weight: 0.7}
@@ -8,10 +8,12 @@ With a `teacher`, the fine-tuning distils (`keras_compress.training.distill`):
 """
 
 import dataclasses
+import math
 import os
 
 from keras_compress.core.steps import RecipeError, Step, register_step, where
 from keras_compress.training.config import FinetuneConfig
+from keras_compress.training.trainable import TrainableConfig
 
 
 @register_step
@@ -108,3 +110,42 @@ def _measure_teacher(run, teacher, described):
     run.report.add(ArtifactRow(name=f"teacher: {teacher.name}", technique="teacher (not an artifact)", fmt="keras",
                                notes=f"distillation teacher ({'average of ' if len(names) > 1 else ''}{label})",
                                **stats))
+
+
+@register_step
+@dataclasses.dataclass(frozen=True)
+class TrainableStep(Step):
+    """Freeze or unfreeze layers by name (transfer learning: unfreeze a backbone's last blocks, then fine-tune).
+
+    Example:
+    >>> TrainableStep({"layers": "block_16", "trainable": True}).to_config().trainable
+    True
+    """
+
+    name = "trainable"
+    config_class = TrainableConfig
+
+    def prepare(self, run, index, steps):
+        # The regex must match a layer of this model: tried on the model now, undone at once.
+        from keras_compress.training.trainable import set_trainable
+
+        flags = {id(layer): layer.trainable for layer in run.model._flatten_layers(include_self=True, recursive=True)}
+        try:
+            set_trainable(run.model, self.to_config())
+        except ValueError as error:
+            raise RecipeError(f"{where(index, self.name)}: {error}") from None
+        finally:
+            for layer in run.model._flatten_layers(include_self=True, recursive=True):
+                if layer.trainable != flags[id(layer)]:
+                    layer.trainable = flags[id(layer)]
+        return None
+
+    def run(self, run, index):
+        from keras_compress.training.trainable import set_trainable
+
+        config = self.to_config()
+        changed = set_trainable(run.model, config)
+        trainable = sum(math.prod(v.shape) for v in run.model.trainable_variables)
+        run.log(f"step {index}: {'unfreeze' if config.trainable else 'freeze'} {len(changed)} layer(s); "
+                f"{trainable:,} trainable parameters")
+        return {"step": index, "layers": changed, "trainable": config.trainable, "trainable_parameters": trainable}
