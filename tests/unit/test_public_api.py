@@ -12,6 +12,7 @@ def test_public_names_are_pinned():
         "is_pruned", "prune", "pruning_summary", "schedules", "strip", "zoo",
         "quantize", "quantization_summary", "is_quantized",
         "ChannelPruneConfig", "channel_groups", "prune_channels", "data", "metrics", "search",
+        "distill", "finetune", "ensemble",
     ])
     for name in keras_compress.__all__:
         assert hasattr(keras_compress, name), name
