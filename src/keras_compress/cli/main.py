@@ -430,6 +430,10 @@ def build_parser():
     _tracking_arguments(p)
     p.set_defaults(func=_cmd_search)
 
+    from keras_compress.cli import ensemble as ensemble_command
+
+    ensemble_command.add_command(sub, _DATA_HELP, _metric_arguments)
+
     p = sub.add_parser("demo", help="train LeNet-5 on MNIST (cached), prune it to 90%% and export it")
     p.add_argument("--out", default=os.path.join("runs", "demo"), metavar="DIR",
                    help="output folder (default: runs/demo)")

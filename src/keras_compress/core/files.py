@@ -45,3 +45,26 @@ def atomic_write(path, data):
             os.remove(tmp)
         raise
     return path
+
+
+def atomic_save(path, save):
+    """Calls `save(temp_path)` on a temp file beside `path` (same extension), then renames it to `path`.
+
+    For writers that take a path (`model.save`): `path` is either the old file or the complete new one.
+
+    Example:
+    >>> atomic_save("model.keras", model.save)
+    'model.keras'
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    extension = os.path.splitext(base)[1]
+    tmp = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.tmp{extension}")
+    try:
+        save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
