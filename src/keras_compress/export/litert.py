@@ -21,6 +21,8 @@ import numpy as np
 
 from keras_compress.export.config import LITERT_FORMATS
 
+from keras_compress.core.samples import (  # noqa: F401 - the one checker, shared with QAT's calibration
+    _checked_samples, _dtype_of, _input_names, _named_calibration)
 from keras_compress.evaluate import _check_fits, _model_input_shape, _positive_int
 # `_write_atomically` looks both converters up here, so a test can patch them on this module.
 from keras_compress.export.converter import _convert_in_process, _Job
@@ -75,60 +77,6 @@ def _calibration_dtype(model):
         return _dtype_of(model.inputs[0])
     except (AttributeError, IndexError):
         return np.float32
-
-
-def _input_names(model):
-    try:
-        return [t.name.split(":")[0].split("/")[0] for t in model.inputs]
-    except (AttributeError, TypeError, ValueError):
-        return []
-
-
-def _named_calibration(model, representative_data, num_calibration_samples):
-    """Calibration for a model with several inputs: a dict by input name, each array checked."""
-    names = _input_names(model)
-    if isinstance(representative_data, dict):
-        missing = [n for n in names if n not in representative_data]
-        if missing:
-            raise ValueError(f"representative_data has no {missing}: the model's inputs are {names}. "
-                             f"Received keys: {sorted(representative_data)}")
-        arrays = [representative_data[n] for n in names]
-    else:
-        arrays = list(representative_data)
-        if len(arrays) != len(names):
-            raise ValueError(f"representative_data must hold one array per model input {names} (a list in that "
-                             f"order or a dict by name). Received: {len(arrays)} arrays")
-    out = {}
-    for name, tensor, array in zip(names, model.inputs, arrays):
-        out[name] = _checked_samples(np.asarray(array), tuple(tensor.shape[1:]), num_calibration_samples,
-                                     _dtype_of(tensor), f"representative_data[{name!r}]")
-    if len({len(a) for a in out.values()}) != 1:
-        raise ValueError(f"representative_data: every input must hold the same number of samples. Received: "
-                         f"{ {n: len(a) for n, a in out.items()} }")
-    return out
-
-
-def _dtype_of(tensor):
-    try:
-        dtype = np.dtype(str(tensor.dtype))
-    except (TypeError, ValueError):
-        return np.float32
-    return dtype if np.issubdtype(dtype, np.integer) else np.float32
-
-
-def _checked_samples(data, expected_shape, num_calibration_samples, dtype, what):
-    if data.ndim == 0 or data.size == 0:
-        raise ValueError(f"The calibration sample is empty: {what} must hold at least 1 sample. "
-                         f"Received: shape {data.shape}")
-    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
-        raise ValueError(f"{what} must be numeric (integer or floating point). Received: dtype={data.dtype}")
-    _check_fits(data.shape[1:], expected_shape, what=f"{what} sample")
-    data = data[:num_calibration_samples]
-    finite = np.isfinite(data).reshape(len(data), -1).all(axis=1)
-    if not finite.all():
-        raise ValueError(f"{what} must be finite: {int((~finite).sum())} of the {len(data)} calibration samples "
-                         f"hold NaN or inf (first: sample {int(np.argmin(finite))}).")
-    return np.ascontiguousarray(data, dtype=dtype)
 
 
 def _calibration_samples(model, representative_data, num_calibration_samples):

@@ -131,7 +131,8 @@ def quantize(model, config=None, calibration_data=None, batch_size=64, layers=No
             nested).
         config: a `QATConfig` (defaults: int8, per-channel weights), or a
             Keras mode / `keras.quantizers` config (see above).
-        calibration_data: optional inputs, shape `(N, *input_shape)`, run
+        calibration_data: optional inputs, shape `(N, *input_shape)` (for a model
+            with several inputs, a list in input order or a dict by input name), run
             once through the model to initialise the activation ranges
             before training (so the model is already a good post-training
             quantized model). Without it the first training batch sets them.
@@ -182,10 +183,7 @@ def quantize(model, config=None, calibration_data=None, batch_size=64, layers=No
             )
     calibration = None
     if calibration_data is not None:
-        from keras_compress.evaluate import _check_fits, _model_input_shape
-
-        calibration = _check_calibration(calibration_data)
-        _check_fits(calibration.shape[1:], _model_input_shape(model), what="calibration_data sample")
+        calibration = _checked_calibration(model, calibration_data)
 
     added, constraints = [], []
     graph = ModelGraph(model)
@@ -226,6 +224,33 @@ def quantize(model, config=None, calibration_data=None, batch_size=64, layers=No
     return model
 
 
+def _checked_calibration(model, data):
+    """Calibration inputs checked against the model: an array, or for several inputs a dict by input name."""
+    if len(getattr(model, "inputs", None) or ()) > 1:
+        from keras_compress.core.samples import _named_calibration
+
+        return _named_calibration(model, data, None, what="calibration_data")
+    from keras_compress.evaluate import _check_fits, _model_input_shape
+
+    array = _check_calibration(data)
+    _check_fits(array.shape[1:], _model_input_shape(model), what="calibration_data sample")
+    return array
+
+
+def _batches(model, data, batch_size):
+    """The model's inputs in batches: arrays, or lists in the model's input order for a dict by name."""
+    if isinstance(data, dict):
+        from keras_compress.core.samples import _input_names
+
+        names = _input_names(model)
+        count = len(data[names[0]])
+        for start in range(0, count, batch_size):
+            yield [data[n][start:start + batch_size] for n in names]
+        return
+    for start in range(0, len(data), batch_size):
+        yield data[start:start + batch_size]
+
+
 def _check_calibration(data):
     try:
         array = np.asarray(data)
@@ -254,11 +279,11 @@ def calibrate(model, data, batch_size=64):
             non-finite data.
     """
     state = _require_state(model)
-    data = _check_calibration(data)
+    data = _checked_calibration(model, data)
     state.calibrating = True
     try:
-        for start in range(0, len(data), batch_size):
-            outputs = model(data[start:start + batch_size], training=False)
+        for batch in _batches(model, data, batch_size):
+            outputs = model(batch, training=False)
             for value in keras.tree.flatten(outputs):
                 if not np.all(np.isfinite(ops.convert_to_numpy(value))):
                     raise ValueError(

@@ -448,3 +448,33 @@ def test_inference_adds_the_int32_bias_the_int8_kernel_adds(monkeypatch):
     qat.reset_compiled_functions(model)
     with_float_bias = model.predict(x, verbose=0, batch_size=4096)
     assert np.sum(np.abs(with_float_bias - expected) > 0.5 * step) >= 50  # 126 of 131,072 here
+
+
+def two_inputs():
+    builders.seeded()
+    a, b = keras.Input((6,), name="a"), keras.Input((4,), name="b")
+    x = layers.Concatenate()([layers.Dense(8, activation="relu", name="da")(a),
+                              layers.Dense(8, activation="relu", name="db")(b)])
+    return keras.Model([a, b], layers.Dense(3, name="out")(x))
+
+
+def test_a_model_with_two_inputs_calibrates_from_a_list_or_a_dict_by_name():
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(size=(64, 6)).astype("float32"), (3 * rng.normal(size=(64, 4))).astype("float32")
+    ranges = []
+    for calibration in ([x1, x2], {"b": x2, "a": x1}):
+        model = two_inputs()
+        kc.quantize(model, kc.QATConfig(), calibration_data=calibration)
+        ranges.append({name.split("/")[-1] if "input" in name else name: value
+                       for name, value in kc.quantization.quantization_ranges(model).items()
+                       if "concatenate" not in name})
+    assert ranges[0] == ranges[1]
+    # Each input's range is its own data's (b spans about 3x a's).
+    (a_low, a_high), (b_low, b_high) = ranges[0]["input0"], ranges[0]["input1"]
+    assert a_low <= x1.min() and a_high >= x1.max() and b_high - b_low > 2 * (a_high - a_low)
+    with pytest.raises(ValueError, match=r"calibration_data has no \['b'\]: the model's inputs are \['a', 'b'\]"):
+        kc.quantize(two_inputs(), kc.QATConfig(), calibration_data={"a": x1})
+    with pytest.raises(ValueError, match="calibration_data must hold one array per model input"):
+        kc.quantize(two_inputs(), kc.QATConfig(), calibration_data=x1)
+    with pytest.raises(ValueError, match="every input must hold the same number of samples"):
+        kc.quantize(two_inputs(), kc.QATConfig(), calibration_data=[x1, x2[:10]])
