@@ -19,6 +19,7 @@ import numpy as np
 from keras_compress.cli.recipe import Recipe
 from keras_compress.core import state as core_state
 from keras_compress.core.report import ArtifactRow, Report
+from keras_compress.core.samples import _input_names
 from keras_compress.core.steps import registered
 from keras_compress.export.steps import ARCHIVE_NAME, KERAS_NAME, save_for_inference as _save_for_inference  # noqa: F401
 
@@ -38,17 +39,13 @@ def _model_tensors(model, which):
     return list(tensors or []) or None
 
 
-def _tensor_name(tensor):
-    return getattr(tensor, "name", "").split(":")[0].split("/")[0]
-
-
 def _matched(model, x):
     """Pairs of (model input tensor, data array) for a sample structure `x`, matched by position or name."""
     inputs = _model_tensors(model, "inputs")
     if inputs is None:
         return []
     if isinstance(x, dict):
-        names = [_tensor_name(t) for t in inputs]
+        names = _input_names(model)
         missing = [n for n in names if n not in x]
         if missing:
             raise ValueError(f"data does not fit the model: model {model.name!r} has inputs {names}, the data "
@@ -204,7 +201,7 @@ class _Run:
         from keras_compress import evaluate
 
         runtime = self.litert.LiteRTModel(path)
-        names = [_tensor_name(t) for t in (_model_tensors(self.model, "inputs") or [])]
+        names = _input_names(self.model)
 
         def predict(x):  # a list of inputs is in the Keras model's order; the file takes them by name
             return runtime.predict(dict(zip(names, x)) if isinstance(x, (list, tuple)) else x)
