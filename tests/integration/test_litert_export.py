@@ -256,3 +256,40 @@ def test_a_file_the_interpreter_cannot_run_is_refused_and_not_written(tmp_path):
     export.export_litert(unrolled, str(path), "float32")
     x = np.random.default_rng(0).random((4, 12, 4)).astype("float32")
     np.testing.assert_allclose(export.litert_predict(str(path), x), unrolled.predict(x, verbose=0), atol=1e-5)
+
+
+RECURRENT = {
+    "lstm": lambda: keras.layers.LSTM(8),
+    "gru": lambda: keras.layers.GRU(8),
+    "simple_rnn": lambda: keras.layers.SimpleRNN(8),
+    "bidirectional_lstm": lambda: keras.layers.Bidirectional(keras.layers.LSTM(6)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECURRENT))
+def test_recurrent_layers_export_unrolled_to_files_the_stock_interpreter_runs(case, tmp_path):
+    from keras_compress.export.litert import LiteRTModel
+    from keras_compress.export.recurrent import recurrent_layers
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12, 5)), RECURRENT[case](), keras.layers.Dense(3)])
+    x = np.random.default_rng(0).normal(size=(64, 12, 5)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    float_path = litert.export_litert(model, tmp_path / "f.tflite", "float32")
+    np.testing.assert_allclose(LiteRTModel(float_path).predict(x), expected, atol=1e-5)
+    int8_path = litert.export_litert(model, tmp_path / "q.tflite", "int8", representative_data=x)
+    interpreter = LiteRTModel(int8_path).interpreter
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    matmuls = [details[op["inputs"][1]]["dtype"] for op in interpreter._get_ops_details()
+               if op["op_name"] == "FULLY_CONNECTED"]
+    assert len(matmuls) > 12 and all(d == np.int8 for d in matmuls)  # every time step's kernels are int8
+    spread = float(expected.max() - expected.min())
+    assert np.abs(LiteRTModel(int8_path).predict(x) - expected).max() < 0.05 * spread
+    assert not any(layer.unroll for layer in recurrent_layers(model))  # the user's model is as it was
+
+
+def test_a_variable_length_recurrent_model_is_refused_and_nothing_is_written(tmp_path):
+    model = keras.Sequential([keras.Input((None, 5)), keras.layers.LSTM(4), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=r"would not run on the LiteRT interpreter.*fixed sequence length"):
+        litert.export_litert(model, tmp_path / "v.tflite", "float32")
+    assert os.listdir(tmp_path) == []

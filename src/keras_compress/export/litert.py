@@ -27,6 +27,7 @@ from keras_compress.evaluate import _check_fits, _model_input_shape, _positive_i
 # `_write_atomically` looks both converters up here, so a test can patch them on this module.
 from keras_compress.export.converter import _convert_in_process, _Job
 from keras_compress.export.interpreter import LiteRTModel, litert_predict  # noqa: F401 - re-exported
+from keras_compress.export.recurrent import unrolled
 from keras_compress.export.measure import litert_accuracy, litert_latency  # noqa: F401 - re-exported
 from keras_compress.export.subprocess_export import _convert_in_subprocess
 
@@ -144,8 +145,9 @@ def _check_runs(job, temp_path):
         detail = " ".join(str(error).split())[:300]
         raise ValueError(
             f"the {job.fmt} LiteRT file would not run on the LiteRT interpreter ({detail}). "
-            "Recurrent layers (LSTM, GRU, SimpleRNN) convert to TensorFlow ops it lacks: give the model a "
-            "fixed sequence length and build them with unroll=True, which converts to builtin ops."
+            "Recurrent layers (LSTM, GRU, SimpleRNN) over a variable sequence length convert to TensorFlow "
+            "ops it lacks: give the model a fixed sequence length (keras.Input((steps, features))), and export "
+            "unrolls them into builtin ops."
         ) from None
 
 
@@ -168,11 +170,12 @@ def _write_atomically(model, jobs):
             )
             os.close(fd)
             temp_paths.append(temp_path)
-        if keras.backend.backend() == "tensorflow":
-            for job, temp_path in zip(jobs, temp_paths):
-                _convert_in_process(model, job, temp_path)
-        else:
-            _convert_in_subprocess(model, jobs, temp_paths)
+        with unrolled(model):  # recurrent layers over a fixed length: builtin ops, int8 kernels
+            if keras.backend.backend() == "tensorflow":
+                for job, temp_path in zip(jobs, temp_paths):
+                    _convert_in_process(model, job, temp_path)
+            else:
+                _convert_in_subprocess(model, jobs, temp_paths)
         # mkstemp makes files readable by their owner only; give the artifact
         # the permissions a plain open() would have.
         umask = os.umask(0)
