@@ -241,23 +241,6 @@ def test_litert_predict_rejects_misshapen_input(artifacts):
         export.litert_predict(artifacts["float32"], np.zeros((2, 12, 12), np.float32))
 
 
-def test_a_file_the_interpreter_cannot_run_is_refused_and_not_written(tmp_path):
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((12, 4))
-    looped = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.LSTM(8)(inputs)))
-    path = tmp_path / "lstm.tflite"
-    with pytest.raises(ValueError, match="would not run on the LiteRT interpreter.*unroll=True"):
-        export.export_litert(looped, str(path), "float32")
-    assert not path.exists() and os.listdir(tmp_path) == []
-    inputs = keras.Input((12, 4))
-    unrolled = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.LSTM(8, unroll=True)(inputs)))
-    export.export_litert(unrolled, str(path), "float32")
-    x = np.random.default_rng(0).random((4, 12, 4)).astype("float32")
-    np.testing.assert_allclose(export.litert_predict(str(path), x), unrolled.predict(x, verbose=0), atol=1e-5)
-
-
 RECURRENT = {
     "lstm": lambda: keras.layers.LSTM(8),
     "gru": lambda: keras.layers.GRU(8),
@@ -293,3 +276,43 @@ def test_a_variable_length_recurrent_model_is_refused_and_nothing_is_written(tmp
     with pytest.raises(ValueError, match=r"would not run on the LiteRT interpreter.*fixed sequence length"):
         litert.export_litert(model, tmp_path / "v.tflite", "float32")
     assert os.listdir(tmp_path) == []
+
+
+class _RefusingOnce:
+    """An interpreter whose first invoke fails as XNNPACK does when it cannot prepare a graph."""
+
+    def __init__(self, interpreter):
+        self.interpreter, self.failed = interpreter, False
+
+    def invoke(self):
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("failed to create XNNPACK runtimeNode number 402 (TfLiteXNNPackDelegate) failed to "
+                               "prepare.")
+        return self.interpreter.invoke()
+
+    def __getattr__(self, name):
+        return getattr(self.interpreter, name)
+
+
+def test_a_graph_xnnpack_refuses_runs_on_the_builtin_kernels(tmp_path):
+    from keras_compress.export.litert import LiteRTModel
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    x = np.random.default_rng(0).normal(size=(40, 6)).astype("float32")
+    path = litert.export_litert(model, tmp_path / "m.tflite", "float32")
+    runtime = LiteRTModel(path)
+    runtime._interpreter = _RefusingOnce(runtime._interpreter)
+    np.testing.assert_allclose(runtime.predict(x, batch_size=16), model.predict(x, verbose=0), atol=1e-5)
+    assert runtime.xnnpack is False and "XNNPACK" in runtime.fallback_reason
+    assert not isinstance(runtime._interpreter, _RefusingOnce)  # rebuilt without the default delegates
+    other = LiteRTModel(path)
+    other._interpreter = _RefusingOnce(other._interpreter)
+    assert other.latency(batch_size=1, runs=3) > 0 and other.xnnpack is False
+    # Any other failure is not hidden.
+    broken = LiteRTModel(path)
+    broken.xnnpack = False
+    broken._interpreter = _RefusingOnce(broken._interpreter)
+    with pytest.raises(RuntimeError, match="XNNPACK"):
+        broken.predict(x)

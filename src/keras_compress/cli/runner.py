@@ -210,12 +210,16 @@ class _Run:
             batch: 1000.0 * self.litert.litert_latency(path, batch_size=batch, runs=self.latency_runs)
             for batch in LATENCY_BATCH_SIZES
         }
+        score = self.score(predict)
+        if not runtime.xnnpack:  # the stock interpreter ran it, on its builtin kernels: say so
+            notes = "; ".join(filter(None, [notes, "XNNPACK refused the graph: measured on LiteRT's builtin "
+                                                   "kernels"]))
         row = ArtifactRow(
             name=os.path.basename(path),
             technique=technique,
             fmt=fmt,
             keras_metric=stats["keras_metric"],
-            litert_metric=self.score(predict),
+            litert_metric=score,
             latency_b1_ms=latencies[1],
             latency_b32_ms=latencies[32],
             params=stats["params"],

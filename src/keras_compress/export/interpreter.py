@@ -71,13 +71,12 @@ class LiteRTModel:
             raise FileNotFoundError(f"No LiteRT model file at path={path!r}")
         if num_threads is not None:
             num_threads = _positive_int("num_threads", num_threads)
-        interpreter_module = _require("ai_edge_litert.interpreter", "LiteRT inference")
+        self._module = _require("ai_edge_litert.interpreter", "LiteRT inference")
         self.path = path
-        # The interpreter announces its XNNPACK delegate on stderr: quiet on the CLI.
-        with quiet.native_stderr_filtered():
-            self._interpreter = interpreter_module.Interpreter(
-                model_path=path, num_threads=num_threads
-            )
+        self._num_threads = num_threads
+        self.xnnpack = True  # False once XNNPACK refused the graph and the builtin kernels run it
+        self.fallback_reason = None
+        self._interpreter = self._make_interpreter()
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
         by_index = {d["index"]: d for d in inputs + outputs}
@@ -93,6 +92,40 @@ class LiteRTModel:
         self._shapes = None  # the input shapes last allocated by `_set_input_shapes`
         with quiet.native_stderr_filtered():
             self._interpreter.allocate_tensors()
+
+    def _make_interpreter(self, default_delegates=True):
+        kwargs = {"model_path": self.path, "num_threads": self._num_threads}
+        if not default_delegates:
+            kwargs["experimental_op_resolver_type"] = self._module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        # The interpreter announces its XNNPACK delegate on stderr: quiet on the CLI.
+        with quiet.native_stderr_filtered():
+            return self._module.Interpreter(**kwargs)
+
+    def _run(self, feeds):
+        """Sets each input (`[(detail, array)]`) and invokes once.
+
+        XNNPACK, the interpreter's default CPU delegate, prepares its part of
+        the graph on the first invoke and refuses some int8 graphs there
+        (an unrolled LSTM's gate arithmetic: "failed to create XNNPACK
+        runtime"). The file is still valid LiteRT: it is then run on the
+        interpreter's own builtin kernels (`xnnpack` becomes False and
+        `fallback_reason` says why), as a runtime without XNNPACK would.
+        """
+        for detail, values in feeds:
+            self._interpreter.set_tensor(detail["index"], values)
+        try:
+            self._interpreter.invoke()
+        except RuntimeError as error:
+            if not self.xnnpack or "XNNPACK" not in str(error):
+                raise
+            self.xnnpack = False
+            self.fallback_reason = " ".join(str(error).split())[:200]
+            self._interpreter = self._make_interpreter(default_delegates=False)
+            self._shapes = None
+            self._set_input_shapes([values for _, values in feeds])
+            for detail, values in feeds:
+                self._interpreter.set_tensor(detail["index"], values)
+            self._interpreter.invoke()
 
     def __repr__(self):
         return (
@@ -224,9 +257,7 @@ class LiteRTModel:
                 chunks = [np.concatenate([c, np.zeros((fixed_batch - count, *c.shape[1:]), c.dtype)])
                           for c in chunks]
             self._set_input_shapes(chunks)
-            for chunk, (_, detail) in zip(chunks, self._inputs):
-                self._interpreter.set_tensor(detail["index"], self._quantize(chunk, detail))
-            self._interpreter.invoke()
+            self._run([(detail, self._quantize(chunk, detail)) for chunk, (_, detail) in zip(chunks, self._inputs)])
             for result, (_, detail) in zip(results, self._outputs):
                 values = self._interpreter.get_tensor(detail["index"])[:count]
                 result.append(self._dequantize(values, detail))
@@ -276,8 +307,7 @@ class LiteRTModel:
                 sample = np.zeros(shape, dtype)
             samples.append(sample)
         self._set_input_shapes(samples)
-        for sample, (_, detail) in zip(samples, self._inputs):
-            self._interpreter.set_tensor(detail["index"], sample)
+        self._run([(detail, sample) for sample, (_, detail) in zip(samples, self._inputs)])  # XNNPACK or not
         for _ in range(int(warmup)):
             self._interpreter.invoke()
         times = []
