@@ -83,4 +83,21 @@ def finetune(model, x, y=None, config=None, *, teacher=None, verbose=0, loss=Non
     for key in ("loss", "accuracy"):
         if history.history.get(key):
             record[f"final_{key}"] = float(history.history[key][-1])
+    if config.recalibrate_batchnorm:
+        record["batchnorm_recalibrated"] = _recalibrate(model, x, config.batch_size)
     return record
+
+
+def _recalibrate(model, x, batch_size):
+    """Re-measures the trainable BatchNormalizations' statistics on the first 20 training batches."""
+    from keras_compress.data import Split
+    from keras_compress.training.batchnorm import recalibrate_batchnorm
+
+    count = 20 * batch_size
+    samples = x.take(count)[0] if isinstance(x, Split) else x
+    if isinstance(samples, dict):  # inputs by name: in the model's input order
+        from keras_compress.core.samples import _input_names
+
+        samples = [samples[name] for name in _input_names(model)]
+    samples = [a[:count] for a in samples] if isinstance(samples, (list, tuple)) else samples[:count]
+    return recalibrate_batchnorm(model, samples, batch_size=batch_size, frozen=False)

@@ -54,3 +54,21 @@ def test_a_regex_that_matches_nothing_is_one_clear_error():
         load_recipe("steps:\n  - trainable: {layers: b2, trainable: 3}\n")
     with pytest.raises(ValueError, match="not a valid regex"):
         TrainableConfig(layers="b2(")
+
+
+def test_finetuning_recalibrates_trainable_batchnorm_and_leaves_frozen_ones():
+    model = transfer()
+    set_trainable(model, TrainableConfig(layers="b2", batchnorm=True))  # b2_bn trainable, b1_bn frozen
+    backbone = model.get_layer("backbone")
+    frozen_before = np.array(backbone.get_layer("b1_bn").moving_mean)
+    x = np.random.default_rng(1).normal(loc=3.0, size=(256, 8, 8, 1)).astype("float32")
+    record = finetune(model, x, np.zeros(256, "int64"), FinetuneConfig(epochs=1, batch_size=32, learning_rate=1e-9))
+    assert record["batchnorm_recalibrated"] == 1
+    np.testing.assert_array_equal(np.array(backbone.get_layer("b1_bn").moving_mean), frozen_before)
+    # b2_bn's moving mean is now the average batch mean of its input over the first 20 batches (within float error).
+    features = keras.Model(backbone.inputs, backbone.get_layer("b2").output)
+    expected = np.mean([np.asarray(features(x[k * 32:(k + 1) * 32])).mean(axis=(0, 1, 2)) for k in range(8)], axis=0)
+    np.testing.assert_allclose(np.array(backbone.get_layer("b2_bn").moving_mean), expected, rtol=1e-4, atol=1e-5)
+    off = finetune(transfer(), x, np.zeros(256, "int64"),
+                   FinetuneConfig(epochs=1, batch_size=32, recalibrate_batchnorm=False))
+    assert "batchnorm_recalibrated" not in off
