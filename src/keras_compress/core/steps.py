@@ -382,7 +382,15 @@ class Step:
         if name.startswith("_") or config_class is None or name not in {
                 f.name for f in dataclasses.fields(config_class)}:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        return getattr(self.to_config(), name)
+        try:
+            return getattr(self.to_config(), name)
+        except (ValueError, TypeError):
+            # A setting the step resolves later (`end_step: auto`) keeps the config from building yet:
+            # the value as written, else the field's default.
+            if name in self.settings:
+                return self.settings[name]
+            field = next(f for f in dataclasses.fields(config_class) if f.name == name)
+            return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
 
     def validate(self):
         """Checks the step on its own (by default: its config builds). Raises ValueError/TypeError."""

@@ -147,3 +147,11 @@ def test_a_step_without_run_is_refused():
     with pytest.raises(TypeError, match="must define run"):
         register_step(Idle)
     assert "idle_for_test" not in steps.registered()
+
+
+def test_a_step_with_an_auto_setting_reads_its_fields():
+    from keras_compress.cli.recipe import load_recipe
+
+    step = load_recipe("steps:\n  - prune: {target_sparsity: 0.8, end_step: auto}\n"
+                       "  - finetune: {epochs: 1}\n").steps[0]
+    assert step.target_sparsity == 0.8 and step.end_step == "auto" and step.frequency == 100
