@@ -16,6 +16,7 @@ import re
 from keras_compress.search.space import _PLACEHOLDER, SearchSpace
 
 WARM_TRIALS = 3
+_DEFAULT_TARGET = 0.5  # PruneConfig's target_sparsity default
 SAMPLES = 2000
 
 
@@ -40,12 +41,13 @@ def _layer_rule(settings, parameters):
         rules.append((pattern, name if name in parameters else None, None if name else float(value)))
     name = _name(settings.get("target_sparsity"))
     rules.append((None, name if name in parameters else None,
-                  None if name else float(settings.get("target_sparsity", 0.5))))
+                  None if name else float(settings.get("target_sparsity", _DEFAULT_TARGET))))
     return rules
 
 
 def plan(space: SearchSpace):
-    """What a warm start can set: `(rules, flags)` of the first prune step that searches sparsities, or None."""
+    """What a warm start can set, from the first prune step that searches sparsities: `{"rules", "layers",
+    "flag"}` (its per-weight rules, its layer filter, its `when:` parameter), or None."""
     parameters = {p.name: p for p in space.parameters}
     for settings, flag in _prune_steps(space):
         if _name(settings.get("layers")) is not None:
