@@ -307,6 +307,8 @@ def plan_channels(model, config=None, data=None):
                                                  before, _choose, _macs_after, build)
     elif config.macs_target is not None:
         fraction = _fraction_for_macs(graph, groups, scores, config, base["layers"], before)
+    elif config.params_target is not None:
+        fraction = _fraction_for_params(model, graph, groups, scores, config, before)
     keep = _choose(groups, scores, fraction, config)
     return ChannelPlan(graph, groups, keep, fraction, before, _macs_after(graph, keep, base["layers"]), curves)
 
@@ -326,6 +328,30 @@ def _fraction_for_macs(graph, groups, scores, config, base, before):
     for _ in range(_BISECTION_STEPS):
         middle = (low + high) / 2
         if macs_at(middle) <= config.macs_target * before:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def _fraction_for_params(model, graph, groups, scores, config, before_macs):
+    """The uniform fraction that keeps at most `params_target` of the parameters (each step builds the model)."""
+    upper = config.fraction if config.fraction > 0 else 0.95
+    total = model.count_params()
+
+    def params_at(fraction):
+        keep = _choose(groups, scores, fraction, config)
+        return build_pruned(model, ChannelPlan(graph, groups, keep, fraction, before_macs, before_macs)).count_params()
+
+    if params_at(upper) > config.params_target * total:
+        raise ValueError(
+            f"params_target={config.params_target} cannot be met: removing {upper:.0%} of every prunable group's "
+            f"channels keeps {params_at(upper) / total:.1%} of the parameters ({sum(g.prunable for g in groups)} "
+            f"of {len(groups)} groups can be pruned). Raise fraction or params_target.")
+    low, high = 0.0, upper
+    for _ in range(_BISECTION_STEPS):
+        middle = (low + high) / 2
+        if params_at(middle) <= config.params_target * total:
             high = middle
         else:
             low = middle

@@ -29,6 +29,10 @@ class ChannelPruneConfig(BaseConfig):
         macs_target: keep at most this share of the model's MACs, in (0, 1]:
             the fraction is then found by bisection (the same for every
             group) and `fraction` is its upper bound. `None`: use `fraction`.
+        params_target: keep at most this share of the model's parameters, in
+            (0, 1]: a budget in parameters instead of MACs, found the same way
+            (each bisection step counts the parameters of the model it
+            builds). Not with `macs_target`.
         round_to: kept channel counts are multiples of this (SIMD kernels
             run fastest on multiples of 4 or 8), never more than the group has.
         min_channels: a group keeps at least this many channels.
@@ -57,6 +61,7 @@ class ChannelPruneConfig(BaseConfig):
     exclude: str | None = dataclasses.field(default=None, metadata={"recipe_kind": "regex"})
     seed: int = 0
     allocation: str = "uniform"
+    params_target: float | None = None
 
     def __post_init__(self):
         if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) or not 0 <= self.fraction < 1:
@@ -69,6 +74,18 @@ class ChannelPruneConfig(BaseConfig):
             or not 0 < self.macs_target <= 1
         ):
             raise ValueError(f"macs_target must be None or a number in (0, 1]. Received: macs_target={self.macs_target!r}")
+        if self.params_target is not None and (
+            isinstance(self.params_target, bool) or not isinstance(self.params_target, (int, float))
+            or not 0 < self.params_target <= 1
+        ):
+            raise ValueError("params_target must be None or a number in (0, 1]. "
+                             f"Received: params_target={self.params_target!r}")
+        if self.params_target is not None and self.macs_target is not None:
+            raise ValueError("set one budget: macs_target or params_target. "
+                             f"Received: macs_target={self.macs_target!r}, params_target={self.params_target!r}")
+        if self.allocation == "sensitivity" and self.params_target is not None:
+            raise ValueError("allocation='sensitivity' spends a MACs budget: use macs_target with it "
+                             f"(received params_target={self.params_target!r})")
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"allocation must be one of {list(ALLOCATIONS)}. Received: allocation={self.allocation!r}")
         if self.allocation == "sensitivity" and self.macs_target is None:

@@ -245,6 +245,18 @@ def test_a_macs_target_is_met():
         plan_channels(model, ChannelPruneConfig(fraction=0.5, macs_target=0.01))
 
 
+def test_a_params_target_is_met_on_the_built_model():
+    model = zoo.mobilenet_v2_tiny()
+    small = prune_channels(model, ChannelPruneConfig(fraction=0.9, params_target=0.4))
+    assert 0.25 * model.count_params() < small.count_params() <= 0.4 * model.count_params()
+    with pytest.raises(ValueError, match="params_target=0.001 cannot be met"):
+        plan_channels(model, ChannelPruneConfig(fraction=0.5, params_target=0.001))
+    with pytest.raises(ValueError, match="set one budget"):
+        ChannelPruneConfig(macs_target=0.5, params_target=0.5)
+    with pytest.raises(ValueError, match="params_target must be None or a number in"):
+        ChannelPruneConfig(params_target=1.5)
+
+
 @pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "random"])
 def test_every_importance_prunes_the_same_counts(importance):
     small = prune_channels(plain_cnn(), ChannelPruneConfig(fraction=0.5, importance=importance))
