@@ -316,3 +316,30 @@ def test_a_graph_xnnpack_refuses_runs_on_the_builtin_kernels(tmp_path):
     broken._interpreter = _RefusingOnce(broken._interpreter)
     with pytest.raises(RuntimeError, match="XNNPACK"):
         broken.predict(x)
+
+
+def test_a_recurrent_model_under_jax_exports_unrolled(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    pytest.importorskip("jax")
+    script = textwrap.dedent(f"""
+        import json, numpy as np, keras
+        from keras_compress.export.litert import export_litert, litert_predict
+        from keras_compress.export.recurrent import recurrent_layers
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((10, 3)), keras.layers.GRU(6), keras.layers.Dense(2)])
+        x = np.random.default_rng(0).normal(size=(32, 10, 3)).astype("float32")
+        path = export_litert(model, {str(tmp_path / 'gru.tflite')!r}, "float32")
+        print(json.dumps({{"diff": float(np.abs(litert_predict(path, x) - model.predict(x, verbose=0)).max()),
+                          "unrolled_after": [l.unroll for l in recurrent_layers(model)],
+                          "backend": keras.backend.backend()}}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, KERAS_BACKEND="jax"),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["backend"] == "jax" and report["unrolled_after"] == [False] and report["diff"] < 1e-5, report
