@@ -66,6 +66,24 @@ def connect(uri=None, experiment=DEFAULT_EXPERIMENT):
     return uri
 
 
+def callback(uri=None, experiment=DEFAULT_EXPERIMENT, run_name=None):
+    """A Keras callback that logs each epoch's loss and metrics to MLflow (MLflow's own `MlflowCallback`).
+
+    Connects first (a store that does not answer is one clear error, now) and starts a run when none is
+    active; pass it to `kc.finetune(..., callbacks=[...])` or any `fit`.
+
+    Example:
+    >>> kc.finetune(pruned, x, y, FinetuneConfig(epochs=3), callbacks=[kc.tracking.callback()])
+    """
+    mlflow = _mlflow()
+    connect(uri, experiment)
+    if mlflow.active_run() is None:
+        mlflow.start_run(run_name=run_name)
+    import mlflow.keras
+
+    return mlflow.keras.MlflowCallback()
+
+
 def flatten(value, prefix=""):
     """A nested recipe as flat `step1.prune.target_sparsity`-style parameters."""
     out = {}

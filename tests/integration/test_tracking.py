@@ -108,3 +108,25 @@ def test_a_tracking_server_that_does_not_answer_is_one_line_before_anything_runs
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot reach the MLflow tracking store" in err[0], err
     assert not os.path.exists(tmp_path / "a")
+
+
+def test_a_keras_callback_logs_every_fine_tuning_epoch(tmp_path):
+    import keras
+    import mlflow
+    import numpy as np
+
+    import keras_compress as kc
+    from keras_compress import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    try:
+        callback = tracking.callback(uri, experiment="callback-test", run_name="finetune")
+        kc.finetune(model, x, np.zeros(64, "int64"), kc.training.FinetuneConfig(epochs=3, batch_size=16),
+                    callbacks=[callback])
+        run_id = mlflow.active_run().info.run_id
+    finally:
+        mlflow.end_run()
+    history = MlflowClient(uri).get_metric_history(run_id, "loss")
+    assert len(history) == 3 and history[-1].value < history[0].value

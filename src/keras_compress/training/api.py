@@ -6,7 +6,7 @@ from keras_compress.core import state as core_state
 from keras_compress.training.config import FinetuneConfig
 
 
-def finetune(model, x, y=None, config=None, *, teacher=None, verbose=0, loss=None):
+def finetune(model, x, y=None, config=None, *, teacher=None, verbose=0, loss=None, callbacks=None):
     """Fine-tunes `model` on `(x, y)` with Adam, keeping its compression state working.
 
     Each technique the model carries (pruning's mask schedule, clustering's
@@ -25,6 +25,7 @@ def finetune(model, x, y=None, config=None, *, teacher=None, verbose=0, loss=Non
         teacher: a Keras model to distil from (`training.distill`, with the
             config's `temperature` and `distillation_weight`), or `None`.
         verbose: Keras's `fit` verbosity.
+        callbacks: more Keras callbacks for `fit` (e.g. `keras_compress.tracking.callback()`).
 
     Returns:
         A dict: `epochs`, `batch_size`, `learning_rate`, `steps_per_epoch`,
@@ -59,6 +60,7 @@ def finetune(model, x, y=None, config=None, *, teacher=None, verbose=0, loss=Non
               **core_state.active_techniques(model)}
     if config.epochs == 0:
         return record
+    extra = callbacks
     trainee = model
     if teacher is not None:
         from keras_compress.training.distill import distill
@@ -78,6 +80,7 @@ def finetune(model, x, y=None, config=None, *, teacher=None, verbose=0, loss=Non
                 getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__)
         callbacks = list(core_state.training_callbacks(model).values())
     start = time.perf_counter()
+    callbacks = callbacks + list(extra or ())
     history = trainee.fit(**fit_kwargs, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
     record["seconds"] = round(time.perf_counter() - start, 2)
     for key in ("loss", "accuracy"):
