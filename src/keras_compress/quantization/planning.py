@@ -206,6 +206,13 @@ def _plan(model, config, chosen_layers, graph, added):
             return False
         return id(nxt[0]) in folded_bns or _is_fusable_activation_layer(nxt[0])
 
+    def feeds_concatenation(layer):
+        """LiteRT's int8 CONCATENATION gives each input the output's scale: a layer whose only consumer is a
+        Concatenate writes straight onto that grid (no range of its own; read from exported files: a branch
+        clipped at its own narrower range in Keras was not clipped in LiteRT)."""
+        nxt = graph.consumers(layer)
+        return len(nxt) == 1 and isinstance(nxt[0], keras.layers.Concatenate) and keep(nxt[0])
+
     for layer in layers:
         if layer._layers and not weights_by_layer.get(id(layer)):
             continue  # a container: its sublayers are planned
@@ -242,7 +249,8 @@ def _plan(model, config, chosen_layers, graph, added):
             plan.pre_activation = activation not in _FUSED_ACTIVATIONS
             if isinstance(layer, keras.layers.Embedding):
                 pass  # a lookup's output is its weights: no range of its own
-            elif plan.pre_activation or not (activation == "linear" and fuses_into_next(layer)):
+            elif plan.pre_activation or not (activation == "linear" and fuses_into_next(layer)
+                                             or feeds_concatenation(layer)):
                 plan.output_site = _make_site(layer, "output", added)
             plans.append(plan)
             continue
@@ -258,7 +266,8 @@ def _plan(model, config, chosen_layers, graph, added):
             plan = LayerPlan(layer, "output")
             if isinstance(layer, keras.layers.BatchNormalization):
                 plan.reason = SKIP_UNFOLDED_BN
-            if not fuses_into_next(layer) or _is_fusable_activation_layer(layer):
+            if not feeds_concatenation(layer) and (not fuses_into_next(layer)
+                                                   or _is_fusable_activation_layer(layer)):
                 plan.output_site = _make_site(layer, "output", added)
             plans.append(plan)
         else:

@@ -59,7 +59,8 @@ def test_plan_follows_litert_fusion():
     assert rows["dw_bn"]["treatment"] == "folded into dw"
     assert rows["relu6"]["treatment"] == "output" and rows["relu6"]["range"][0] == 0.0
     assert rows["relu6"]["range"][1] <= 6.0
-    assert rows["add"]["treatment"] == "output" and rows["concat"]["treatment"] == "output"
+    # The Add feeds only the Concatenate, whose int8 kernel gives its inputs its own scale: no range of its own.
+    assert rows["add"]["treatment"] == "output fused" and rows["concat"]["treatment"] == "output"
     assert rows["pool"]["treatment"] == "pass-through"
     assert rows["out"]["treatment"] == "weights+output"  # quantized before the softmax
     assert rows["conv"]["per_channel"] and not rows["out"]["per_channel"]
