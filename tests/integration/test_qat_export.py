@@ -316,3 +316,43 @@ def test_a_densenet_style_block_matches_its_int8_file_exactly(tmp_path):
     got = litert_predict(export_litert(model, str(tmp_path / "dense.tflite"), "int8"), x)
     low, high = kc.quantization.quantization_ranges(model)["head/output"]
     assert np.sum(np.abs(got - expected) > 0.5 * (high - low) / 255) == 0
+
+
+# LiteRT's int8 quantization specification: ops whose output scale the runtime fixes, and ops whose
+# output keeps its input's scale. QAT's rules (quantization/rules.py) follow it; each is read back here.
+FIXED_SCALES = {"SOFTMAX": (1 / 256, -128), "LOGISTIC": (1 / 256, -128), "TANH": (1 / 128, 0)}
+
+
+@pytest.mark.parametrize("activation, op", [("softmax", "SOFTMAX"), ("sigmoid", "LOGISTIC"), ("tanh", "TANH")])
+def test_ops_with_a_fixed_output_scale_get_the_specifications_scale(activation, op, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8), keras.layers.Activation(activation),
+                              keras.layers.Dense(3)])
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    rows = {r["layer"]: r["treatment"] for r in kc.quantization_summary(model)}
+    assert rows[model.layers[1].name] == "fixed by runtime"
+    path = export_litert(model, str(tmp_path / "fixed.tflite"), "int8")
+    interpreter = LiteRTModel(path).interpreter
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    found = [details[o["outputs"][0]]["quantization"] for o in interpreter._get_ops_details() if o["op_name"] == op]
+    assert len(found) == 1
+    scale, zero_point = found[0]
+    assert scale == pytest.approx(FIXED_SCALES[op][0]) and zero_point == FIXED_SCALES[op][1]
+
+
+@pytest.mark.parametrize("layer, op", [(lambda: keras.layers.MaxPooling2D(2), "MAX_POOL_2D"),
+                                       (lambda: keras.layers.Reshape((16, 6)), "RESHAPE")])
+def test_ops_that_keep_their_inputs_scale_keep_it(layer, op, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(6, 1, activation="relu"), layer(),
+                              keras.layers.Flatten(), keras.layers.Dense(3)])
+    x = np.random.default_rng(0).normal(size=(64, 4, 4, 3)).astype("float32")
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    path = export_litert(model, str(tmp_path / "pass.tflite"), "int8")
+    interpreter = LiteRTModel(path).interpreter
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    ops = [o for o in interpreter._get_ops_details() if o["op_name"] == op]
+    assert ops  # (Flatten is a RESHAPE too)
+    for found in ops:
+        assert details[found["inputs"][0]]["quantization"] == details[found["outputs"][0]]["quantization"]
