@@ -77,8 +77,6 @@ class FinetuneStep(Step):
 
 
 def _load_teacher(run, index, teacher):
-    import os
-
     import keras
 
     if teacher == "original":
