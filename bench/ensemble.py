@@ -112,7 +112,7 @@ def main(argv=None):
     table = [
         "| model | accuracy (test) | bytes |", "|---|---:|---:|",
         *[f"| member {i} (LeNet-5, float) | {100 * a:.2f}% | |" for i, a in enumerate(figures["members"])],
-        f"| average of {args.members} (float32 LiteRT) | {100 * figures['average']:.2f}% | "
+        f"| average of {args.members} (Keras; bytes of its float32 LiteRT file) | {100 * figures['average']:.2f}% | "
         f"{figures['ensemble_float32_bytes']:,} |",
         f"| stacking (logistic regression, float) | {100 * figures['stacking']:.2f}% | |",
         f"| student on labels, int8 ({len(seeds)} seeds) | {spread([r['labels']['int8'] for r in runs])} | "
