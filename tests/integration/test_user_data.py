@@ -52,6 +52,7 @@ def _diabetes_csv(tmp_path):
 
 
 def _regressor(features):
+    keras.utils.set_random_seed(0)  # unseeded, one CI draw in many landed at 11.7% against the 10% bound
     model = keras.Sequential([keras.Input((features,)), keras.layers.Dense(64, activation="relu"),
                               keras.layers.Dense(64, activation="relu"), keras.layers.Dense(1)], name="mlp")
     model.compile(keras.optimizers.Adam(1e-2), loss="mse", metrics=["mae"])

@@ -28,3 +28,12 @@ def test_import_does_not_load_tensorflow_under_another_backend():
     env = dict(os.environ, KERAS_BACKEND="jax")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_command_line_imports_no_keras_before_it_quiets_the_backend():
+    # cli.main must load before Keras (and TensorFlow), so its start-up lines can be held back: a module
+    # that imports keras at its top, reached from here, breaks `keras-compress evaluate`'s quiet output.
+    code = "import sys, keras_compress.cli.main; print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout

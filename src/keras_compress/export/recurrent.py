@@ -13,11 +13,11 @@ QAT model keeps its ranges (the layers are the same objects).
 
 import contextlib
 
-import keras
-
 
 def recurrent_layers(model):
     """The recurrent layers inside `model` (those in `Bidirectional` wrappers included)."""
+    import keras  # here, not at import: the CLI imports this module before it quiets TensorFlow's start-up
+
     from keras_compress.core import walk
 
     return [layer for layer in walk.iter_layers(model) if isinstance(layer, keras.layers.RNN)]
