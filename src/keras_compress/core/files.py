@@ -31,23 +31,18 @@ def atomic_write(path, data):
         raise TypeError(
             f"data must be bytes or str. Received: data of type {type(data).__name__}"
         )
-    folder = os.path.dirname(os.path.abspath(path))
-    # Opened with "xb" (not mkstemp) so the file gets the usual umask-based mode.
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    try:
+
+    def write(tmp):
+        # Opened with "xb" (not mkstemp) so the file gets the usual umask-based mode.
         with open(tmp, "xb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+
+    return atomic_save(path, write, extension="")
 
 
-def atomic_save(path, save):
+def atomic_save(path, save, extension=None):
     """Calls `save(temp_path)` on a temp file beside `path` (same extension), then renames it to `path`.
 
     For writers that take a path (`model.save`): `path` is either the old file or the complete new one.
@@ -58,7 +53,7 @@ def atomic_save(path, save):
     """
     folder = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
-    extension = os.path.splitext(base)[1]
+    extension = os.path.splitext(base)[1] if extension is None else extension
     tmp = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.tmp{extension}")
     try:
         save(tmp)

@@ -324,14 +324,7 @@ def _fraction_for_macs(graph, groups, scores, config, base, before):
             f"macs_target={config.macs_target} cannot be met: removing {upper:.0%} of every prunable group's "
             f"channels keeps {macs_at(upper) / before:.1%} of the MACs ({sum(g.prunable for g in groups)} of "
             f"{len(groups)} groups can be pruned). Raise fraction or macs_target.")
-    low, high = 0.0, upper
-    for _ in range(_BISECTION_STEPS):
-        middle = (low + high) / 2
-        if macs_at(middle) <= config.macs_target * before:
-            high = middle
-        else:
-            low = middle
-    return high
+    return _bisect(lambda f: macs_at(f) <= config.macs_target * before, upper)
 
 
 def _fraction_for_params(model, graph, groups, scores, config, before_macs):
@@ -348,10 +341,15 @@ def _fraction_for_params(model, graph, groups, scores, config, before_macs):
             f"params_target={config.params_target} cannot be met: removing {upper:.0%} of every prunable group's "
             f"channels keeps {params_at(upper) / total:.1%} of the parameters ({sum(g.prunable for g in groups)} "
             f"of {len(groups)} groups can be pruned). Raise fraction or params_target.")
+    return _bisect(lambda f: params_at(f) <= config.params_target * total, upper)
+
+
+def _bisect(fits, upper):
+    """The smallest uniform fraction in [0, upper] that `fits` (the budget), to `_BISECTION_STEPS` halvings."""
     low, high = 0.0, upper
     for _ in range(_BISECTION_STEPS):
         middle = (low + high) / 2
-        if params_at(middle) <= config.params_target * total:
+        if fits(middle):
             high = middle
         else:
             low = middle
