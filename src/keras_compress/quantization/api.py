@@ -27,6 +27,8 @@ The work is split by job: `quantization.rules` (the layer-rule registry),
 module holds the verbs and re-exports the names it always offered.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -52,6 +54,7 @@ from keras_compress.quantization.planning import (
     _link_biases,
     _make_site,
     _plan,
+    fold,
 )
 from keras_compress.quantization.rules import RULES, register_layer_rule
 
@@ -343,6 +346,25 @@ def check_ranges_observed(model):
         )
 
 
+@contextlib.contextmanager
+def ranges_held(model):
+    """Within it, training-mode calls of a QAT model leave its activation ranges as they are.
+
+    For work that runs the model in training mode without training it
+    (re-measuring BatchNormalization statistics). A model not prepared by
+    `quantize` (or any model inside it) is left as it is.
+    """
+    states = [s for s in (get_state(layer) for layer in walk.iter_layers(model)) if s is not None]
+    previous = [s.holding for s in states]
+    for s in states:
+        s.holding = True
+    try:
+        yield
+    finally:
+        for s, value in zip(states, previous):
+            s.holding = value
+
+
 def detach_for_saving(model):
     """Temporarily removes QAT's calls and variables; returns a function that restores them."""
     state = _require_state(model)
@@ -363,7 +385,8 @@ def detach_for_saving(model):
 def strip(model):
     """Removes QAT from `model`: plain calls, weights on their integer grid.
 
-    Batch normalizations that were folded stay as identities (their
+    A BatchNormalization kept training (`train_batchnorm`) is folded here,
+    with its moving statistics. Batch normalizations that were folded stay as identities (their
     variables hold mean 0, variance 1 - epsilon, scale 1, offset 0), so the
     model loads without custom objects. A model not prepared by `quantize`
     is returned unchanged.
@@ -371,6 +394,9 @@ def strip(model):
     state = get_state(model)
     if state is None:
         return model
+    for plan in state.plans:
+        if plan.batchnorm is not None:  # a training BatchNormalization: folded now, as the int8 file has it
+            fold(model, plan.layer, plan.batchnorm)
     for plan in state.plans:
         for weight in plan.weights:
             weight.variable.assign(
@@ -418,7 +444,8 @@ def quantization_summary(model):
             "weight_bits": state.config.weight_bits if plan.weights else None,
             "per_channel": any(w.axis is not None for w in plan.weights) if plan.weights else None,
             "range": _range_or_none(plan.output_site) if plan.output_site else None,
-            "reason": plan.reason,
+            "reason": ("trains on batch statistics; folded with its moving statistics at inference and export"
+                       if plan.trains else plan.reason),
         })
     for name, reason in state.float_layers:
         rows.append({"layer": name, "treatment": "float", "range": None, "reason": reason})

@@ -26,6 +26,19 @@ class QATConfig(BaseConfig):
             or Dense layer feeding it (as LiteRT does), so training sees the
             folded weights' rounding. Needs a Sequential or Functional graph;
             in a subclassed model BatchNormalization stays as it is.
+        train_batchnorm: with `fold_batchnorm`, keep each folded
+            BatchNormalization learning, as a folded conv-BN does in tfmot:
+            in training the layer computes with its fake-quantized kernel
+            and the normalization uses the batch's statistics (its scale,
+            offset and moving statistics keep training); at inference,
+            calibration and export the kernel and bias are folded with the
+            moving statistics, so the int8 model is what Keras predicts.
+            `False` folds once at `quantize` and freezes the normalization.
+            Only where the fold commutes with the kernel's per-channel
+            rounding (Conv2D/3D, depthwise with multiplier 1, `per_channel`);
+            elsewhere (Dense, Conv1D, per-tensor) the normalization is folded
+            and frozen. Default `True`: measured more accurate (see
+            BENCHMARKS, "Defaults"), with the same int8 agreement.
         preserve_zeros: keep every weight that is exactly zero at zero during
             training (a pruned model stays pruned).
         quantize_inputs: fake-quantize the model's floating-point inputs, as
@@ -46,6 +59,7 @@ class QATConfig(BaseConfig):
     per_channel: bool = True
     ema_decay: float = 0.99
     fold_batchnorm: bool = True
+    train_batchnorm: bool = True
     preserve_zeros: bool = True
     quantize_inputs: bool = True
     # In a recipe `layers` is a regex; Python also takes a callable.
@@ -58,7 +72,7 @@ class QATConfig(BaseConfig):
             0.0 <= self.ema_decay < 1.0
         ):
             raise ValueError(f"ema_decay must be a number in [0, 1). Received: ema_decay={self.ema_decay!r}")
-        for name in ("per_channel", "fold_batchnorm", "preserve_zeros", "quantize_inputs"):
+        for name in ("per_channel", "fold_batchnorm", "train_batchnorm", "preserve_zeros", "quantize_inputs"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False. Received: {name}={getattr(self, name)!r}")
         if self.layers is not None and not (isinstance(self.layers, str) or callable(self.layers)):

@@ -12,6 +12,7 @@ from keras import ops
 
 from keras_compress.core import calls
 from keras_compress.ops import fake_quant as fq
+from keras_compress.quantization import planning
 from keras_compress.quantization.rules import _activation_name
 
 _CALL_KEY = "qat"
@@ -27,7 +28,7 @@ def _training_flag():
 def _observe(state, site, x):
     """Moves `site`'s range with `x` when training (or calibrating); fake-quantizes `x`."""
     config = state.config
-    if state.calibrating or _training_flag():
+    if state.calibrating or _training_flag() and not state.holding:
         low, high = fq.moving_range(site.min.value, site.max.value, x,
                                     config.ema_decay, site.seen.value)
         site.min.assign(low)
@@ -76,35 +77,54 @@ def _integer_inference(state):
     return not (state.calibrating or state.exporting or _training_flag())
 
 
-def _bias_grid(state, plan):
+def _bias_grid(state, plan, bias):
     """`(input_scale, min_limit)` of the layer's int32 bias grid, or None.
 
-    `min_limit` is the weight range below which the bias would overflow
+    `min_limit` is the weight range below which `bias` would overflow
     int32 (0 until the input range has been observed). Not while
     calibrating: the ranges are still moving.
     """
-    if plan.bias_kernel is None or state.calibrating:
+    if plan.bias_kernel is None or state.calibrating or bias is None:
         return None
     site = plan.bias_input_site
     input_scale, _ = fq.quant_params(site.min.value, site.max.value, state.config.activation_bits)
-    needed = fq.bias_min_limit(ops.stop_gradient(plan.layer.bias.value), input_scale,
+    needed = fq.bias_min_limit(ops.stop_gradient(bias), input_scale,
                                state.config.weight_bits, per_tensor=plan.bias_kernel.axis is None)
     return input_scale, ops.where(ops.equal(site.seen.value, 0.0), 0.0, needed)
 
 
-def _int32_bias(state, plan, input_scale, min_limit):
+def _int32_bias(state, plan, bias, kernel, input_scale, min_limit):
     """The layer's bias as LiteRT stores it (int32, scale input x weight scale).
 
-    Only at inference: training keeps the float bias (the rounding is at most
-    half of `input_scale * weight_scale`, far below an output step), and
-    export leaves the rounding to the converter, which makes the same grid.
-    Before its input range has been observed the bias stays as it is.
+    `kernel` is the float kernel the call quantizes (its weight view,
+    folded with a training BatchNormalization's moving statistics where
+    there is one). Only at inference: training keeps the float bias (the
+    rounding is at most half of `input_scale * weight_scale`, far below an
+    output step), and export leaves the rounding to the converter, which
+    makes the same grid. Before its input range has been observed the bias
+    stays as it is.
     """
-    kernel = plan.bias_kernel
-    bias = plan.layer.bias.value
-    limit = fq.weight_limit(ops.convert_to_tensor(kernel.variable.value), kernel.axis, min_limit)
+    limit = fq.weight_limit(ops.convert_to_tensor(kernel), plan.bias_kernel.axis, min_limit)
     snapped = fq.fake_quant_bias(bias, input_scale, limit, state.config.weight_bits)
     return ops.where(ops.equal(plan.bias_input_site.seen.value, 0.0), bias, snapped)
+
+
+def _training(state):
+    return _training_flag() and not (state.calibrating or state.exporting)
+
+
+def _weight_values(state, plan):
+    """What the call quantizes: each weight's view, and the bias; a training BatchNormalization folded in
+    (moving statistics) except in training, where the normalization itself runs on the batch."""
+    layer = plan.layer
+    values = {id(w.variable): calls.view_value(layer, w.variable) for w in plan.weights}
+    bias = getattr(layer, "bias", None)
+    bias = None if bias is None else ops.convert_to_tensor(bias)
+    folds = plan.batchnorm is not None and not _training(state)
+    if folds:
+        key = id(plan.fold_kernel.variable)
+        values[key], bias = planning.folded_kernel_and_bias(layer, plan.batchnorm, values[key], bias)
+    return values, bias, folds
 
 
 def _is_float_tensor(x):
@@ -115,22 +135,30 @@ def _layer_call(state, plan, original):
     def call(*args, **kwargs):
         layer = plan.layer
         if plan.kind == "folded_bn":
-            outputs = args[0] if args else kwargs["inputs"]
+            if plan.trains and _training(state):
+                outputs = original(*args, **kwargs)  # the batch's statistics; its producer did not fold it
+            else:
+                outputs = args[0] if args else kwargs["inputs"]
         elif plan.kind == "weights":
             saved = {}
-            grid = _bias_grid(state, plan)
+            values, bias, folds = _weight_values(state, plan)
+            # A training BatchNormalization normalizes with the batch: no int32 grid for the unfolded bias.
+            grid = None if plan.batchnorm is not None and not folds else _bias_grid(state, plan, bias)
             try:
                 for weight in plan.weights:
-                    # What the call would see (a clustered weight: its cluster means).
                     min_limit = grid[1] if grid is not None and weight is plan.bias_kernel else None
-                    value = fq.fake_quant_weight(calls.view_value(layer, weight.variable),
-                                                 state.config.weight_bits, weight.axis, min_limit)
+                    value = fq.fake_quant_weight(values[id(weight.variable)], state.config.weight_bits,
+                                                 weight.axis, min_limit)
                     for name in weight.attributes:
                         saved[name] = getattr(layer, name)
                         object.__setattr__(layer, name, value)
+                if folds:
+                    saved.setdefault("bias", layer.bias)
+                    object.__setattr__(layer, "bias", bias)
                 if grid is not None and _integer_inference(state):
-                    saved["bias"] = layer.bias
-                    object.__setattr__(layer, "bias", _int32_bias(state, plan, *grid))
+                    saved.setdefault("bias", layer.bias)
+                    object.__setattr__(layer, "bias", _int32_bias(
+                        state, plan, bias, values[id(plan.bias_kernel.variable)], *grid))
                 if plan.pre_activation:
                     activation = layer.activation
                     saved["activation"] = activation

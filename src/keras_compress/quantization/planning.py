@@ -75,6 +75,11 @@ class LayerPlan:
     bias_kernel: QuantizedWeight | None = None
     # "same" layers: the input's site, whose grid the output is rounded onto.
     shared_site: RangeSite | None = None
+    # A BatchNormalization that keeps training (`train_batchnorm`): on its producer's plan, the normalization
+    # folded into the kernel at inference (`fold_kernel` is the weight it scales); on its own plan, `trains`.
+    batchnorm: keras.layers.Layer | None = None
+    fold_kernel: QuantizedWeight | None = None
+    trains: bool = False
 
 
 @dataclasses.dataclass
@@ -90,6 +95,7 @@ class QATState:
     folded: list  # (bn name, into layer name)
     calibrating: bool = False
     exporting: bool = False
+    holding: bool = False  # training-mode calls leave the ranges where they are (BatchNormalization recalibration)
     needs_retrace: bool = True
 
 
@@ -124,38 +130,74 @@ def _is_foldable(graph, producer, bn):
     )
 
 
-def _fold(model, producer, bn):
-    """Folds `bn` into `producer`'s kernel and bias (adding a bias if needed)."""
+def _is_depthwise(layer):
+    return isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D))
+
+
+def folded_kernel_and_bias(producer, bn, kernel, bias):
+    """`producer`'s kernel and bias with `bn` (inference mode) folded in: pure `keras.ops`.
+
+    A depthwise kernel `(..., in, multiplier)` is scaled per `in * multiplier` channel.
+    """
+    shape = tuple(kernel.shape)
+    depthwise = _is_depthwise(producer)
+    if depthwise:
+        kernel = ops.reshape(kernel, shape[:-2] + (shape[-2] * shape[-1],))
+    new_kernel, new_bias = fq.fold_batchnorm(
+        kernel, bias, bn.gamma.value if bn.scale else None, bn.beta.value if bn.center else None,
+        bn.moving_mean.value, bn.moving_variance.value, bn.epsilon,
+    )
+    if depthwise:
+        new_kernel = ops.reshape(new_kernel, shape)
+    return new_kernel, new_bias
+
+
+def _ensure_bias(producer, channels):
+    if producer.bias is None:
+        with variables.unlocked(producer):
+            producer.bias = producer.add_weight(
+                name="bias", shape=(channels,), initializer="zeros", dtype=producer.variable_dtype,
+            )
+        producer.use_bias = True
+
+
+def _output_channels(producer):
+    shape = tuple(producer.kernel.shape)
+    return shape[-2] * shape[-1] if _is_depthwise(producer) else shape[-1]
+
+
+def _fold_commutes(producer, config):
+    """Whether folding a per-channel scale into `producer`'s kernel commutes with its weight rounding.
+
+    Symmetric per-output-channel rounding scales with its channel, so
+    `fake_quant(W) * s == fake_quant(W * s)`: training can round the kernel
+    and normalize with the batch's statistics, and the int8 file (folded
+    with the moving statistics) rounds the same way.
+    """
+    if not config.per_channel or _is_depthwise(producer) and producer.kernel.shape[-1] != 1:
+        return False
+    axis = _weight_axis(producer, producer.kernel, True)
+    return axis is not None and (axis % len(producer.kernel.shape)) == len(producer.kernel.shape) - (
+        2 if _is_depthwise(producer) else 1)
+
+
+def fold(model, producer, bn):
+    """Folds `bn` into `producer`'s kernel and bias (adding a bias if needed); `bn` becomes an identity."""
     from keras_compress.clustering import api as clustering
 
     kernel = producer.kernel
     shape = tuple(kernel.shape)
-    depthwise = isinstance(producer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D))
     # Each weight's output channel (depthwise: input channel x multiplier);
     # clusters spanning channels are split, since folding scales each channel.
-    channels = shape[-2] * shape[-1] if depthwise else shape[-1]
-    channel_index = np.broadcast_to(np.arange(channels).reshape(shape[-2:] if depthwise else (channels,)), shape)
+    channels = _output_channels(producer)
+    channel_index = np.broadcast_to(
+        np.arange(channels).reshape(shape[-2:] if _is_depthwise(producer) else (channels,)), shape)
     clustering.split_clusters_by_channel(model, kernel, channel_index)
     # Read after the split: a nearest-centroid weight is set to its centroids there.
-    value = ops.convert_to_tensor(kernel.value)
-    if depthwise:
-        value = ops.reshape(value, tuple(shape[:-2]) + (shape[-2] * shape[-1],))
     bias = producer.bias.value if producer.bias is not None else None
-    gamma = bn.gamma.value if bn.scale else None
-    beta = bn.beta.value if bn.center else None
-    new_kernel, new_bias = fq.fold_batchnorm(
-        value, bias, gamma, beta, bn.moving_mean.value, bn.moving_variance.value, bn.epsilon
-    )
-    if depthwise:
-        new_kernel = ops.reshape(new_kernel, shape)
+    new_kernel, new_bias = folded_kernel_and_bias(producer, bn, ops.convert_to_tensor(kernel.value), bias)
     kernel.assign(new_kernel)
-    if producer.bias is None:
-        with variables.unlocked(producer):
-            producer.bias = producer.add_weight(
-                name="bias", shape=(new_bias.shape[0],), initializer="zeros",
-                dtype=producer.variable_dtype,
-            )
-        producer.use_bias = True
+    _ensure_bias(producer, channels)
     producer.bias.assign(new_bias)
     # The normalization becomes an identity, so `strip` can leave it in a
     # model that still loads: (x - 0) / sqrt(1 - eps + eps) * 1 + 0.
@@ -183,6 +225,7 @@ def _plan(model, config, chosen_layers, graph, added):
 
     layers = graph.layers
     folded_bns = set()
+    training_bns = {}  # id(producer) -> its BatchNormalization, which keeps training
     if config.fold_batchnorm:
         for layer in layers:
             if isinstance(layer, keras.layers.BatchNormalization) and keep(layer):
@@ -195,7 +238,11 @@ def _plan(model, config, chosen_layers, graph, added):
                     and keep(producer)
                     and _is_foldable(graph, producer, layer)
                 ):
-                    _fold(model, producer, layer)
+                    if config.train_batchnorm and _fold_commutes(producer, config):
+                        _ensure_bias(producer, _output_channels(producer))
+                        training_bns[id(producer)] = layer
+                    else:
+                        fold(model, producer, layer)
                     folded_bns.add(id(layer))
                     folded.append((layer.name, producer.name))
 
@@ -221,7 +268,7 @@ def _plan(model, config, chosen_layers, graph, added):
                 float_layers.append((layer.name, SKIP_FILTERED))
             continue
         if id(layer) in folded_bns:
-            plan = LayerPlan(layer, "folded_bn")
+            plan = LayerPlan(layer, "folded_bn", trains=any(bn is layer for bn in training_bns.values()))
             if not fuses_into_next(layer):
                 plan.output_site = _make_site(layer, "output", added)
             plans.append(plan)
@@ -243,6 +290,9 @@ def _plan(model, config, chosen_layers, graph, added):
             if plan is None:
                 float_layers.append((layer.name, SKIP_NO_ATTRIBUTE))
                 continue
+            if id(layer) in training_bns:
+                plan.batchnorm = training_bns[id(layer)]
+                plan.fold_kernel = next(w for w in plan.weights if w.variable is layer.kernel)
             if isinstance(layer, keras.layers.SeparableConv2D):
                 plan.inner_site = _make_site(layer, "depthwise", added)
             activation = _activation_name(getattr(layer, "activation", None))

@@ -43,16 +43,19 @@ def recalibrate_batchnorm(model, x, batches=20, batch_size=128, frozen=True):
         return 0
     inputs = x if isinstance(x, (list, tuple)) else [x]
     count = min(batches, int(np.ceil(len(inputs[0]) / batch_size)))
+    from keras_compress.quantization.api import ranges_held
+
     momentum = [layer.momentum for layer in norms]
     trainable = [layer.trainable for layer in norms]
     try:
-        for k in range(count):
-            for layer in norms:
-                # moving = moving * k/(k+1) + batch / (k+1): the running average of the batches seen.
-                layer.momentum = k / (k + 1)
-                layer.trainable = True  # a frozen BatchNormalization ignores training=True
-            batch = [np.asarray(a[k * batch_size:(k + 1) * batch_size]) for a in inputs]
-            model(batch if len(batch) > 1 else batch[0], training=True)
+        with ranges_held(model):  # a QAT model's activation ranges stay what training made them
+            for k in range(count):
+                for layer in norms:
+                    # moving = moving * k/(k+1) + batch / (k+1): the running average of the batches seen.
+                    layer.momentum = k / (k + 1)
+                    layer.trainable = True  # a frozen BatchNormalization ignores training=True
+                batch = [np.asarray(a[k * batch_size:(k + 1) * batch_size]) for a in inputs]
+                model(batch if len(batch) > 1 else batch[0], training=True)
     finally:
         for layer, value, flag in zip(norms, momentum, trainable):
             layer.momentum = value

@@ -399,7 +399,7 @@ def test_folding_into_a_clustered_kernel_keeps_the_function_through_training_ste
     x = images(64)
     kc.cluster(model, kc.ClusterConfig(num_clusters=4, init="linear", assignment=assignment))
     expected = model.predict(x, verbose=0)
-    kc.quantize(model, kc.QATConfig())  # no calibration: no fake quantization yet
+    kc.quantize(model, kc.QATConfig(train_batchnorm=False))  # no calibration: no fake quantization yet
     restore = qat.detach_for_saving(model)
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-5)
     restore()
@@ -479,3 +479,94 @@ def test_a_model_with_two_inputs_calibrates_from_a_list_or_a_dict_by_name():
         kc.quantize(two_inputs(), kc.QATConfig(), calibration_data=x1)
     with pytest.raises(ValueError, match="every input must hold the same number of samples"):
         kc.quantize(two_inputs(), kc.QATConfig(), calibration_data=[x1, x2[:10]])
+
+
+def _folded_reference(model, x, ranges):
+    """The same weights quantized with BatchNormalization folded once and frozen, on the same ranges."""
+    from keras_compress.quantization.planning import _ensure_bias
+
+    reference = bn_model()
+    _ensure_bias(reference.get_layer("conv"), 6)  # the bias quantize gave the training model's conv
+    reference.set_weights(_float_weights(model))
+    kc.quantize(reference, kc.QATConfig(train_batchnorm=False))
+    kc.quantization.set_quantization_ranges(
+        reference, {name.replace(model.name, reference.name): value for name, value in ranges.items()})
+    return reference
+
+
+def _float_weights(model):
+    restore = qat.detach_for_saving(model)
+    try:
+        return model.get_weights()
+    finally:
+        restore()
+
+
+def test_a_training_batchnorm_keeps_learning_and_is_folded_at_inference():
+    model = bn_model()
+    x = images(64)
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    rows = {r["layer"]: r for r in kc.quantization_summary(model)}
+    assert rows["bn"]["treatment"] == "folded into conv" and "batch statistics" in rows["bn"]["reason"]
+    assert rows["dw_bn"]["treatment"] == "folded into dw"
+    bn = model.get_layer("bn")
+    assert bn.trainable and model.get_layer("conv").bias is not None  # a zero bias, for the fold
+    before = {name: bn.get_weights()[i].copy() for i, name in enumerate(("gamma", "beta", "mean", "var"))}
+    model.compile(keras.optimizers.SGD(learning_rate=0.05), "mse")
+    model.fit(x, np.zeros((64, 4), "float32"), epochs=2, batch_size=16, verbose=0)
+    after = dict(zip(("gamma", "beta", "mean", "var"), bn.get_weights()))
+    for name in before:  # the scale and offset train; the moving statistics follow the batches
+        assert not np.allclose(before[name], after[name]), name
+    # In training the normalization uses the batch's statistics, not the moving ones.
+    out = ops.convert_to_numpy(model(x, training=True))
+    assert not np.allclose(out, model.predict(x, verbose=0), atol=1e-3)
+    # At inference the model is what folding the moving statistics once gives, on the same ranges.
+    ranges = kc.quantization.quantization_ranges(model)
+    reference = _folded_reference(model, x, ranges)
+    np.testing.assert_allclose(model.predict(x, verbose=0), reference.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    # strip folds it: the normalization becomes an identity and the kernel holds the folded, rounded weights.
+    expected = model.predict(x, verbose=0)
+    kc.strip(model)
+    kc.strip(reference)
+    assert np.allclose(model.get_layer("bn").moving_mean.numpy(), 0.0)
+    np.testing.assert_allclose(model.get_layer("conv").get_weights()[0],
+                               reference.get_layer("conv").get_weights()[0], rtol=1e-5, atol=1e-7)
+    assert np.max(np.abs(model.predict(x, verbose=0) - expected)) < 0.05  # float now, no activation grids
+
+
+def test_a_training_batchnorm_on_a_clustered_kernel_keeps_its_clusters_per_channel():
+    model = bn_model()
+    x = images(64)
+    kc.cluster(model, kc.ClusterConfig(num_clusters=4))
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    model.fit(x, np.zeros((64, 4), "float32"), epochs=1, batch_size=16, verbose=0)
+    kc.strip(model)
+    for name in ("conv", "dw"):
+        kernel = model.get_layer(name).kernel.numpy().reshape(-1, 6)
+        assert max(len(np.unique(kernel[:, c])) for c in range(6)) <= 4
+
+
+def test_a_batchnorm_after_a_per_tensor_kernel_is_folded_and_frozen():
+    # Dense weights take one scale per tensor in LiteRT: folding per-channel scales does not commute with
+    # the rounding, so the normalization is folded once and frozen even with train_batchnorm.
+    builders.seeded(0)
+    inputs = keras.Input((6,))
+    x = layers.BatchNormalization(name="bn")(layers.Dense(5, name="fc")(inputs))
+    model = keras.Model(inputs, layers.Dense(2, name="out")(x))
+    kc.quantize(model, kc.QATConfig(train_batchnorm=True), calibration_data=np.ones((8, 6), "float32"))
+    rows = {r["layer"]: r for r in kc.quantization_summary(model)}
+    assert rows["bn"]["treatment"] == "folded into fc" and rows["bn"]["reason"] is None
+    assert not model.get_layer("bn").trainable
+
+
+def test_recalibrating_batchnorm_leaves_the_qat_ranges_alone():
+    from keras_compress.training.batchnorm import recalibrate_batchnorm
+
+    model = bn_model()
+    x = images(64)
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    ranges = kc.quantization.quantization_ranges(model)
+    assert recalibrate_batchnorm(model, x * 3.0 + 1.0, batch_size=16) == 2
+    assert kc.quantization.quantization_ranges(model) == ranges
+    assert not np.allclose(model.get_layer("bn").moving_mean.numpy(), 0.0)
