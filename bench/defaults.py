@@ -14,7 +14,7 @@ epochs (Adam 1e-4, batch 128) from the same trained weights, once per seed
   stripped model's float32 weights.
 - `qat`: the BN CNN and the MobileNetV2-style net on Fashion-MNIST, QAT with
   BatchNormalization folded and frozen against kept training
-  (`QATConfig(batchnorm=...)`); Keras accuracy of the QAT model, and the
+  (`QATConfig(train_batchnorm=...)`); Keras accuracy of the QAT model, and the
   agreement of its int8 LiteRT artifact with it (seed 0).
 
 Writes `defaults_<part>.json` and `.md` under `--out`.
@@ -40,8 +40,8 @@ CLUSTER_CANDIDATES = {
     "nearest, density, 0 iterations": dict(assignment="nearest", init="density", kmeans_iterations=0),
 }
 QAT_CANDIDATES = {
-    "BatchNormalization folded and frozen": dict(batchnorm="fold"),
-    "BatchNormalization kept training": dict(batchnorm="train"),
+    "BatchNormalization folded and frozen": dict(train_batchnorm=False),
+    "BatchNormalization kept training": dict(train_batchnorm=True),
 }
 MODELS = {"cluster": (("lenet5", "mnist"), ("lenet_300_100", "mnist")),
           "qat": (("bn_cnn", "fashion_mnist"), ("mobilenet_v2_tiny", "fashion_mnist"))}
@@ -108,7 +108,7 @@ def run_qat(base, data, seed, settings, work):
     seconds = _finetune(model, x, y, seed)
     row = {"accuracy": _accuracy(model, x_test, y_test), "seconds": seconds}
     if seed == 0:
-        path = export_litert(model, os.path.join(work, f"qat_{settings['batchnorm']}.tflite"), fmt="int8")
+        path = export_litert(model, os.path.join(work, f"qat_{settings['train_batchnorm']}.tflite"), fmt="int8")
         litert = np.argmax(litert_predict(path, x_test), -1)
         keras_pred = np.argmax(model.predict(x_test, batch_size=1024, verbose=0), -1)
         row["litert_accuracy"] = float(np.mean(litert == y_test))

@@ -371,3 +371,21 @@ def test_a_batchnorm_trained_through_qat_exports_what_keras_predicts(trained_qat
     assert "batch statistics" in rows["bn1"]["reason"] and "batch statistics" in rows["bn2"]["reason"]
     differing = np.mean(np.argmax(litert_predict(path, xt), 1) != np.argmax(model.predict(xt, verbose=0), 1))
     assert differing <= 0.001
+
+
+def test_a_nearest_clustered_model_goes_through_qat_to_an_int8_file_that_runs(tmp_path):
+    # Nearest-centroid clustering (the default) keeps its current assignments through QAT: the converter
+    # folds a segment mean, not a nearest-centroid search (which left TensorFlow ops in the file).
+    model = builders.layer_model("conv2d")
+    x = builders.layer_input("conv2d", 64)
+    kc.cluster(model, kc.ClusterConfig(num_clusters=4))
+    assert kc.ClusterConfig().assignment == "nearest"
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    model.compile("adam", "mse")
+    model.fit(x, np.zeros((64, 3), "float32"), epochs=1, batch_size=16, verbose=0)
+    path = export_litert(model, str(tmp_path / "clustered.tflite"), "int8")
+    np.testing.assert_array_equal(np.argmax(litert_predict(path, x), 1), np.argmax(model.predict(x, verbose=0), 1))
+    for _, weight in ops_with_weights(path)[0]:
+        values = LiteRTModel(path).interpreter.get_tensor(weight["index"])
+        per_channel = values.reshape(values.shape[0], -1)
+        assert max(len(np.unique(per_channel[c])) for c in range(per_channel.shape[0])) <= 4 + 1

@@ -97,7 +97,7 @@ def segments_for(weight, config):
     """
     return km.cluster_segments(
         weight, config.num_clusters, init=config.init, per_channel=config.per_channel,
-        preserve_sparsity=config.preserve_sparsity, iterations=config.kmeans_iterations, seed=config.seed,
+        preserve_sparsity=config.preserve_sparsity, iterations=config.iterations, seed=config.seed,
     )
 
 
@@ -257,6 +257,26 @@ def _end_nearest(clustered):
 def _cluster_means(clustered, value):
     # Read at call time: `split_clusters_by_channel` replaces the counts.
     return km.shared_values(value, clustered.segments.value, clustered.counts.value)
+
+
+def fix_assignments(model, variable):
+    """Freezes a nearest-centroid weight's current assignments (its centroids keep training).
+
+    For QAT (cluster-preserving QAT, as tfmot's PCQAT): the int8 converter
+    cannot evaluate a nearest-centroid search over a large kernel, while a
+    fixed assignment is a segment mean it folds. Returns True if `variable`
+    was clustered with `assignment="nearest"` in `model` (and is now fixed).
+    """
+    for layer in walk.iter_layers(model):
+        state = get_state(layer)
+        if state is None:
+            continue
+        for clustered in state.weights:
+            if clustered.variable is variable and clustered.centroids is not None:
+                _freeze_nearest(clustered, state.config)
+                reset_compiled_functions(layer)
+                return True
+    return False
 
 
 def split_clusters_by_channel(model, variable, channel_index):

@@ -126,7 +126,7 @@ def _qat_job_settings(model, fmt):
     return True
 
 
-def _check_runs(job, temp_path):
+def _check_runs(job, temp_path, model):
     """Raises (and so writes nothing) when the stock LiteRT interpreter cannot load the file.
 
     The converter falls back to TensorFlow ops (Flex) where LiteRT has no
@@ -142,12 +142,19 @@ def _check_runs(job, temp_path):
             if "static input shape" not in str(error):  # a free length: allocation was the check
                 raise
     except (RuntimeError, ValueError) as error:
+        from keras_compress.export.recurrent import recurrent_layers
+
         detail = " ".join(str(error).split())[:300]
-        raise ValueError(
-            f"the {job.fmt} LiteRT file would not run on the LiteRT interpreter ({detail}). "
-            "Recurrent layers (LSTM, GRU, SimpleRNN) over a variable sequence length convert to TensorFlow "
+        recurrent = [layer.name for layer in recurrent_layers(model)]
+        hint = (
+            f"Recurrent layers ({', '.join(recurrent)}) over a variable sequence length convert to TensorFlow "
             "ops it lacks: give the model a fixed sequence length (keras.Input((steps, features))), and export "
-            "unrolls them into builtin ops."
+            "unrolls them into builtin ops." if recurrent else
+            "Some op of the model has no builtin LiteRT kernel; strip the model (keras_compress.strip) before a "
+            "float or PTQ export, so that no compression state is left in its calls."
+        )
+        raise ValueError(
+            f"the {job.fmt} LiteRT file would not run on the LiteRT interpreter ({detail}). {hint}"
         ) from None
 
 
@@ -186,7 +193,7 @@ def _write_atomically(model, jobs):
                     f"The LiteRT converter wrote nothing for fmt={job.fmt!r}."
                 )
             os.chmod(temp_path, 0o666 & ~umask)
-            _check_runs(job, temp_path)
+            _check_runs(job, temp_path, model)
         for job, temp_path in zip(jobs, temp_paths):
             os.replace(temp_path, job.path)
     finally:

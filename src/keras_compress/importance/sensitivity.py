@@ -33,7 +33,7 @@ def _compressed(original, kind, value):
     config = ClusterConfig(num_clusters=int(value), init="linear", per_channel=False, preserve_sparsity=True)
     shared = cluster_segments(original, config.num_clusters, init=config.init, per_channel=config.per_channel,
                               preserve_sparsity=config.preserve_sparsity,
-                              iterations=config.kmeans_iterations, seed=config.seed)[2]
+                              iterations=config.iterations, seed=config.seed)[2]
     return np.asarray(shared)
 
 

@@ -127,7 +127,10 @@ def quantize(model, config=None, calibration_data=None, batch_size=64, layers=No
     output. Compile and `fit` as usual; then export with
     `export_litert(model, path, "int8")`, which uses the trained ranges, and
     `strip(model)` for a plain float model whose weights lie on the int8
-    grid. Prune-then-quantize keeps pruned weights at zero.
+    grid. Prune-then-quantize keeps pruned weights at zero; a clustered
+    model keeps its clusters (a weight clustered with nearest assignments
+    keeps the assignments it has now, and its centroids train: the int8
+    converter cannot evaluate a nearest-centroid search).
 
     Args:
         model: a built Keras model (Sequential, Functional, subclassed,
@@ -188,6 +191,10 @@ def quantize(model, config=None, calibration_data=None, batch_size=64, layers=No
     if calibration_data is not None:
         calibration = _checked_calibration(model, calibration_data)
 
+    from keras_compress.clustering.api import fix_assignments
+
+    for ref in chosen:
+        fix_assignments(model, ref.variable)
     added, constraints = [], []
     graph = ModelGraph(model)
     plans, float_layers, folded = _plan(model, config, chosen, graph, added)
