@@ -100,7 +100,9 @@ class Settings:
     overhead_pairs: int = 3
     latency_runs: int = 100
     latency_threads: int = 1
-    seed: int = 0
+    seed: int = 0  # the fine-tuning's seed (shuffles, initial draws) in the pass being run
+    seeds: tuple = (0,)  # one pass per seed; overhead measured in the first only
+    baseline_seed: int = 0
     tfmot_venv: str = DEFAULT_VENV
     create_venv: bool = True
     tfmot_timeout_s: int = 5400
@@ -201,8 +203,10 @@ def paired_overhead(plain, technique, x, y, batch_size, pairs, callbacks=()):
     """Median (technique epoch / plain epoch) over `pairs` back-to-back pairs, as bench/overhead.py.
 
     Both models must be compiled. Each gets one untimed warm-up epoch (tracing);
-    then the pairs alternate which model goes first.
+    then the pairs alternate which model goes first. `pairs=0` measures nothing.
     """
+    if pairs == 0:
+        return {"overhead": None}
     epoch_seconds(plain, x, y, batch_size)
     epoch_seconds(technique, x, y, batch_size, callbacks)
     plain_s, technique_s, ratios = [], [], []
@@ -274,7 +278,7 @@ def train_baseline(ctx, retrain=False):
     s = ctx.settings
     meta_path = os.path.join(ctx.work_dir, "baseline.json")
     key = {"model": ctx.name, "dataset": ctx.dataset, "epochs": s.baseline_epochs, "batch_size": s.batch_size,
-           "train_samples": len(ctx.x_train), "seed": s.seed, "keras": keras.__version__}
+           "train_samples": len(ctx.x_train), "seed": s.baseline_seed, "keras": keras.__version__}
     model = ctx.build_fn()
     cached = None
     if not retrain and os.path.isfile(meta_path) and os.path.isfile(ctx.weights_path):
@@ -291,7 +295,7 @@ def train_baseline(ctx, retrain=False):
         log(f"{ctx.name}: training the baseline ({s.baseline_epochs} epochs on {len(ctx.x_train)} images)")
         start = time.perf_counter()
         kc.zoo.train(model, ctx.x_train, ctx.y_train, epochs=s.baseline_epochs, batch_size=s.batch_size,
-                     learning_rate=1e-3, verbose=0, seed=s.seed)
+                     learning_rate=1e-3, verbose=0, seed=s.baseline_seed)
         train_s = time.perf_counter() - start
         np.savez(ctx.weights_path, *model.get_weights())
     ctx.baseline = model
@@ -371,6 +375,8 @@ def _max_unique_per_kernel(model):
 
 def _paired(ctx, prepare, callbacks=()):
     s = ctx.settings
+    if s.overhead_pairs == 0:
+        return {"overhead": None}
     x, y = ctx.x_train[: s.overhead_samples], ctx.y_train[: s.overhead_samples]
     plain = kc.zoo.compile_for_classification(ctx.fresh_baseline(), s.learning_rate)
     treated = kc.zoo.compile_for_classification(prepare(ctx.fresh_baseline()), s.learning_rate)
@@ -397,7 +403,8 @@ def _kc_cluster(ctx):
     s = ctx.settings
     technique = f"cluster {s.clusters} (linear init)"
     # tfmot's "linear" init: evenly spaced centroids, no k-means iterations after.
-    config = kc.ClusterConfig(num_clusters=s.clusters, init="linear", kmeans_iterations=0)
+    # The defaults: tfmot's linear init (no k-means iterations after it), nearest-centroid assignment.
+    config = kc.ClusterConfig(num_clusters=s.clusters)
     model = kc.cluster(ctx.fresh_baseline(), config)
     seconds = _fit_timed(ctx, model, [kc.ClusteringCallback()])
     kc.strip(model)
@@ -432,8 +439,7 @@ def _kc_chain(ctx):
     model = kc.prune(ctx.fresh_baseline(), ctx.prune_config(ctx.steps_total()))
     prune_s = _fit_timed(ctx, model, [kc.PruningCallback()])
     pruning.strip(model)
-    kc.cluster(model, kc.ClusterConfig(num_clusters=s.clusters, init="linear", kmeans_iterations=0,
-                                       preserve_sparsity=True))
+    kc.cluster(model, kc.ClusterConfig(num_clusters=s.clusters))  # the defaults; zeros stay zero
     cluster_s = _fit_timed(ctx, model, [kc.ClusteringCallback()])
     kc.quantize(model, kc.QATConfig(), calibration_data=ctx.calibration)  # clustering stays on
     qat_s = _fit_timed(ctx, model)
@@ -474,6 +480,8 @@ def _kc_prune(ctx):
 
 def _kc_prune_overhead(ctx):
     s = ctx.settings
+    if s.overhead_pairs == 0:
+        return {"overhead": None}
     x, y = ctx.x_train[: s.overhead_samples], ctx.y_train[: s.overhead_samples]
     plain = kc.zoo.compile_for_classification(ctx.fresh_baseline(), s.learning_rate)
     pruned = ctx.fresh_baseline()
@@ -744,7 +752,7 @@ def markdown(result):
         f"{s['baseline_epochs']} epochs at 1e-3.",
         f"- Pruning: {round(100 * s['target_sparsity'])}% per kernel, polynomial from {s['initial_sparsity']} "
         f"(power {s['power']:g}) ending at {s['end_fraction']:.2f} of the fine-tuning steps (rounded to a "
-        f"mask update), masks every {s['frequency']} steps. Clustering: {s['clusters']} clusters, linear init (evenly spaced, no k-means iterations, as tfmot's; keras-compress trains each centroid as one parameter). int8 PTQ calibrated on "
+        f"mask update), masks every {s['frequency']} steps. Clustering: {s['clusters']} clusters, linear init (evenly spaced, no k-means iterations, as tfmot's; keras-compress with its defaults: nearest-centroid assignment, centroids trained). int8 PTQ calibrated on "
         f"{s['calibration_samples']} training images.",
         f"- Measured here for every toolkit's `.tflite`: LiteRT accuracy over the whole test set "
         f"({result['test_samples']} images), raw and gzip (level 9) bytes, batch-1 latency (median of "
@@ -757,6 +765,8 @@ def markdown(result):
         f"- Wall time: {result['wall_s'] / 60:.1f} min.",
         "",
     ]
+    if len(s.get("seeds") or (0,)) > 1:
+        return "\n".join(lines + seeds_markdown(result))
     header = ("Toolkit", "Technique", "Format", "Status", "Keras acc", "LiteRT acc", "Raw bytes", "Gzip bytes",
               "Ratio", "Latency b1 (ms)", "Fine-tune (s)", "Overhead", "Notes")
     for name, info in result["models"].items():
@@ -780,6 +790,116 @@ def markdown(result):
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+# Like-for-like rows: keras-compress technique -> tfmot technique (labels as `tfmot_label` writes them).
+def like_for_like(settings):
+    target, k = round(100 * settings["target_sparsity"]), settings["clusters"]
+    return {
+        f"prune {target}%": f"prune {target}%",
+        f"prune {target}% + PTQ int8": f"prune {target}% + PTQ int8",
+        f"cluster {k} (linear init)": f"cluster {k} (linear init)",
+        f"cluster {k} (linear init) + PTQ int8": f"cluster {k} (linear init) + PTQ int8",
+        "QAT int8": "QAT int8",
+        f"prune {target}% -> cluster {k} -> QAT": f"prune {target}% -> cluster {k} -> PCQAT",
+    }
+
+
+def _mean_spread(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (max(values) - min(values)) / 2
+
+
+def aggregate(rows):
+    """One entry per (model, toolkit, technique, format) over the seeds: mean and half-range of each figure."""
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["toolkit"], row["technique"], row["format"]), []).append(row)
+    out = []
+    for (model, toolkit, technique, fmt), members in groups.items():
+        ok = [r for r in members if r["status"] == "ok"]
+        entry = {"model": model, "toolkit": toolkit, "technique": technique, "format": fmt,
+                 "runs": len(members), "ok": len(ok), "first": members[0],
+                 "seeds": [r.get("seed") for r in members]}
+        for field in ("keras_accuracy", "litert_accuracy", "ratio", "gzip_bytes", "finetune_s"):
+            entry[field], entry[field + "_spread"] = _mean_spread([r.get(field) for r in ok])
+        entry["per_seed_litert"] = [r.get("litert_accuracy") for r in ok]
+        out.append(entry)
+    return out
+
+
+def verdict(ours, theirs, field):
+    """"ahead", "level" or "behind": the difference of the means against the larger of the two half-ranges."""
+    if ours is None or theirs is None or ours[field] is None or theirs[field] is None:
+        return "-"
+    noise = max(ours[field + "_spread"] or 0.0, theirs[field + "_spread"] or 0.0)
+    difference = ours[field] - theirs[field]
+    return "ahead" if difference > noise else "behind" if difference < -noise else "level"
+
+
+def readings(result):
+    """Per model and like-for-like pair: accuracy (LiteRT) and ratio verdicts against tfmot."""
+    entries = aggregate(result["rows"])
+    pairs = like_for_like(result["settings"])
+    out = []
+    for model in result["models"]:
+        index = {(e["toolkit"], e["technique"]): e for e in entries if e["model"] == model}
+        for ours_label, theirs_label in pairs.items():
+            ours, theirs = index.get(("keras-compress", ours_label)), index.get(("tfmot", theirs_label))
+            if ours is None and theirs is None:
+                continue
+            out.append({"model": model, "technique": ours_label, "ours": ours, "theirs": theirs,
+                        "accuracy": verdict(ours, theirs, "litert_accuracy"), "ratio": verdict(ours, theirs, "ratio")})
+    return out
+
+
+def _pm(value, spread, pct=True):
+    if value is None:
+        return "-"
+    if pct:
+        return f"{100 * value:.2f}% ± {100 * (spread or 0):.2f}"
+    return f"{value:.1f}x ± {spread or 0:.1f}"
+
+
+def seeds_markdown(result):
+    """The tables of a several-seed run: mean ± half-range per row, then the reading against tfmot."""
+    lines = []
+    header = ("Toolkit", "Technique", "Format", "ok / runs", "Keras acc", "LiteRT acc", "LiteRT acc per seed",
+              "Gzip bytes (mean)", "Ratio", "Latency b1 (ms, seed 1)", "Overhead (seed 1)")
+    entries = aggregate(result["rows"])
+    for name, info in result["models"].items():
+        lines += [f"## {name} on {info['dataset']}", "",
+                  f"Baseline: Keras accuracy {_pct(info.get('baseline_keras_accuracy'))}, "
+                  f"{info.get('params', 0):,} parameters. Seeds: {', '.join(map(str, result['settings']['seeds']))}; "
+                  "mean ± half-range (max - min) / 2.", "",
+                  "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        for e in (e for e in entries if e["model"] == name):
+            first = e["first"]
+            cells = (e["toolkit"], e["technique"], e["format"], f"{e['ok']} / {e['runs']}",
+                     _pm(e["keras_accuracy"], e["keras_accuracy_spread"]),
+                     _pm(e["litert_accuracy"], e["litert_accuracy_spread"]),
+                     ", ".join(_pct(v) for v in e["per_seed_litert"]) or (first.get("reason") or "-")[:200],
+                     _num(e["gzip_bytes"], ",.0f"), _pm(e["ratio"], e["ratio_spread"], pct=False),
+                     _num(first.get("latency_b1_ms"), ".3f"), _overhead_cell(first))
+            lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+        lines.append("")
+    lines += ["## Reading: keras-compress against tfmot, like for like", "",
+              "Ahead / behind: the difference of the means exceeds the larger of the two half-ranges; "
+              "otherwise level.", "",
+              "| Model | Technique | keras-compress LiteRT acc | tfmot LiteRT acc | Accuracy | "
+              "keras-compress ratio | tfmot ratio | Ratio |", "|---|---|---|---|---|---|---|---|"]
+    for r in readings(result):
+        ours, theirs = r["ours"] or {}, r["theirs"] or {}
+        lines.append("| " + " | ".join((
+            r["model"], r["technique"],
+            _pm(ours.get("litert_accuracy"), ours.get("litert_accuracy_spread")),
+            _pm(theirs.get("litert_accuracy"), theirs.get("litert_accuracy_spread")), r["accuracy"],
+            _pm(ours.get("ratio"), ours.get("ratio_spread"), pct=False),
+            _pm(theirs.get("ratio"), theirs.get("ratio_spread"), pct=False), r["ratio"])) + " |")
+    lines.append("")
+    return lines
 
 
 def machine():
@@ -831,10 +951,16 @@ def run(models, toolkits, settings, out_dir, command, retrain=False):
         result["test_samples"] = len(data[1][0])
         ctx = ModelContext(name, dataset, lambda name=name: kc.zoo.build(name), data, settings,
                            os.path.join(out_dir, "compare_work", name), out_root=out_dir)
-        keras.utils.set_random_seed(settings.seed)
+        keras.utils.set_random_seed(settings.baseline_seed)
         train_baseline(ctx, retrain=retrain)
-        rows = benchmark_model(ctx, toolkits)
-        result["rows"].extend(rows)
+        for index, seed in enumerate(settings.seeds):
+            ctx.settings = dataclasses.replace(settings, seed=seed,
+                                               overhead_pairs=settings.overhead_pairs if index == 0 else 0)
+            log(f"{name}: seed {seed} ({index + 1} of {len(settings.seeds)})")
+            rows = benchmark_model(ctx, toolkits)
+            for row in rows:
+                row["seed"] = seed
+            result["rows"].extend(rows)
         result["models"][name] = dict(ctx.info, dataset=dataset)
         result["tfmot_versions"] = ctx.info.get("tfmot_versions") or result["tfmot_versions"]
         result["versions"] = versions()
@@ -857,6 +983,8 @@ def parse_args(argv=None):
         parser.add_argument("--" + field.replace("_", "-"), type=int, default=None,
                             help=f"default {getattr(defaults, field)}")
     parser.add_argument("--learning-rate", type=float, default=None, help=f"default {defaults.learning_rate}")
+    parser.add_argument("--seeds", default="0",
+                        help="comma-separated fine-tuning seeds, one pass each (mean ± half-range reported)")
     parser.add_argument("--tfmot-venv", default=DEFAULT_VENV)
     parser.add_argument("--no-create-venv", action="store_true", help="fail the tfmot rows if the venv is missing")
     parser.add_argument("--retrain", action="store_true", help="train the baselines again even if cached")
@@ -879,8 +1007,14 @@ def parse_args(argv=None):
         value = getattr(args, field)
         if value is not None:
             overrides[field] = value
+    try:
+        seeds = tuple(int(v) for v in args.seeds.split(",") if v.strip())
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers; received {args.seeds!r}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        parser.error(f"--seeds must name at least one seed, each once; received {args.seeds!r}")
     settings = Settings(tfmot_venv=os.path.abspath(args.tfmot_venv), create_venv=not args.no_create_venv,
-                        **overrides)
+                        seeds=seeds, seed=seeds[0], **overrides)
     return args, models, toolkits, settings
 
 

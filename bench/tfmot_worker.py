@@ -231,14 +231,18 @@ class Overhead:
         self.batch_size = spec["budget"]["batch_size"]
         self.pairs = spec["overhead"]["pairs"]
         self.learning_rate = spec["budget"]["learning_rate"]
-        self.plain = compile_model(build_baseline(spec), self.learning_rate)
-        epoch_seconds(self.plain, x, y, self.batch_size, ())  # warm-up: tracing
+        self.plain = None
+        if self.pairs:
+            self.plain = compile_model(build_baseline(spec), self.learning_rate)
+            epoch_seconds(self.plain, x, y, self.batch_size, ())  # warm-up: tracing
 
     @property
     def steps_per_epoch(self):
         return -(-len(self.x) // self.batch_size)
 
     def measure(self, model, callbacks=()):
+        if not self.pairs:  # a later seed's pass: overhead was measured in the first
+            return {"overhead": None}
         compile_model(model, self.learning_rate)
         epoch_seconds(model, self.x, self.y, self.batch_size, callbacks)  # warm-up: tracing
         plain, technique, ratios = [], [], []

@@ -145,3 +145,37 @@ def test_quick_mode_is_lenet5_on_a_subset_with_one_epoch():
     assert settings.epochs == 1 and settings.train_samples <= 10000
     with pytest.raises(SystemExit):
         compare.parse_args(["--toolkits", "pytorch"])
+
+
+def _row(toolkit, technique, seed, accuracy, ratio):
+    return dict(dict.fromkeys(compare.ROW_FIELDS), model="m", dataset="d", toolkit=toolkit, technique=technique,
+                format="int8", status="ok", seed=seed, litert_accuracy=accuracy, keras_accuracy=accuracy,
+                ratio=ratio, gzip_bytes=1000 / ratio)
+
+
+def test_several_seeds_are_read_against_their_spread():
+    settings = dataclasses.asdict(compare.Settings(seeds=(0, 1, 2)))
+    rows = []
+    for seed, (ours, theirs) in enumerate([(0.990, 0.980), (0.992, 0.984), (0.994, 0.982)]):
+        rows += [_row("keras-compress", "QAT int8", seed, ours, 4.0 + seed * 0.1),
+                 _row("tfmot", "QAT int8", seed, theirs, 4.1),
+                 _row("keras-compress", "prune 90%", seed, 0.95 + 0.01 * (seed - 1), 5.0),
+                 _row("tfmot", "prune 90%", seed, 0.951, 6.0)]
+    result = {"rows": rows, "settings": settings, "models": {"m": {"dataset": "d"}}, "machine": "-", "versions": {},
+              "command": "-", "wall_s": 1.0, "test_samples": 10}
+    reading = {r["technique"]: r for r in compare.readings(result)}
+    # QAT: 99.2% ± 0.2 against 98.2% ± 0.2: ahead; ratio 4.1 ± 0.1 against 4.1 ± 0: level.
+    assert reading["QAT int8"]["accuracy"] == "ahead" and reading["QAT int8"]["ratio"] == "level"
+    # Pruning: 95.0% ± 1.0 against 95.1%: level; ratio 5.0 against 6.0 with no spread: behind.
+    assert reading["prune 90%"]["accuracy"] == "level" and reading["prune 90%"]["ratio"] == "behind"
+    entry = next(e for e in compare.aggregate(rows) if e["toolkit"] == "keras-compress" and e["technique"] == "QAT int8")
+    assert entry["litert_accuracy"] == pytest.approx(0.992) and entry["litert_accuracy_spread"] == pytest.approx(0.002)
+    text = compare.markdown(result)
+    assert "| m | QAT int8 | 99.20% ± 0.20 | 98.20% ± 0.20 | ahead |" in text
+
+
+def test_seeds_on_the_command_line():
+    _, _, _, settings = compare.parse_args(["--seeds", "3,4", "--toolkits", "keras"])
+    assert settings.seeds == (3, 4) and settings.seed == 3 and settings.baseline_seed == 0
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--seeds", "1,1"])
