@@ -104,10 +104,10 @@ def trained_qat(mnist, tmp_path_factory):
     model = zoo.bn_cnn()
     zoo.compile_for_classification(model)
     model.fit(x, y, epochs=1, batch_size=64, verbose=0)
-    kc.quantize(model, kc.QATConfig(), calibration_data=x[:256])
+    kc.quantize(model, kc.QATConfig(train_batchnorm=True), calibration_data=x[:256])
     zoo.compile_for_classification(model, learning_rate=3e-4)
     model.fit(x, y, epochs=1, batch_size=64, verbose=0)
-    # BatchNormalization trains through QAT (the default): after 94 steps its moving statistics still hold
+    # BatchNormalization trains through QAT (train_batchnorm): after 94 steps its moving statistics still hold
     # 0.99**94 = 39% of their initial values, so they are re-measured, as a recipe's finetune step does.
     recalibrate_batchnorm(model, x[:2560])
     path = export_litert(model, str(tmp_path_factory.mktemp("qat") / "bn_cnn.tflite"), "int8")
@@ -363,7 +363,7 @@ def test_ops_that_keep_their_inputs_scale_keep_it(layer, op, tmp_path):
 
 
 def test_a_batchnorm_trained_through_qat_exports_what_keras_predicts(trained_qat, mnist):
-    # The fixture's BatchNormalizations trained on batch statistics (train_batchnorm, the default) and are folded
+    # The fixture's BatchNormalizations trained on batch statistics (train_batchnorm) and are folded
     # with their moving statistics at inference and export: the int8 file predicts what the Keras model does.
     model, path = trained_qat
     _, _, xt, _ = mnist

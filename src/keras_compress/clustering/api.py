@@ -374,9 +374,9 @@ def clustering_summary(model):
 class ClusteringCallback(keras.callbacks.Callback):
     """Keeps clustering on track during `fit`.
 
-    With fixed assignments (the default) the shared values are maintained
-    inside the compiled train step; the callback only makes sure that step
-    was traced with the clustering constraints. With `reassign_every=N`
+    With nearest assignments (the default) or fixed ones, the shared values
+    are maintained inside the compiled train step; the callback only makes
+    sure that step was traced with the clustering state. With `reassign_every=N`
     it re-runs k-means on the freely trained weights every N steps.
 
     Example:

@@ -505,7 +505,7 @@ def _float_weights(model):
 def test_a_training_batchnorm_keeps_learning_and_is_folded_at_inference():
     model = bn_model()
     x = images(64)
-    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    kc.quantize(model, kc.QATConfig(train_batchnorm=True), calibration_data=x)
     rows = {r["layer"]: r for r in kc.quantization_summary(model)}
     assert rows["bn"]["treatment"] == "folded into conv" and "batch statistics" in rows["bn"]["reason"]
     assert rows["dw_bn"]["treatment"] == "folded into dw"
@@ -538,7 +538,7 @@ def test_a_training_batchnorm_on_a_clustered_kernel_keeps_its_clusters_per_chann
     model = bn_model()
     x = images(64)
     kc.cluster(model, kc.ClusterConfig(num_clusters=4))
-    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    kc.quantize(model, kc.QATConfig(train_batchnorm=True), calibration_data=x)
     model.compile(keras.optimizers.Adam(1e-3), "mse")
     model.fit(x, np.zeros((64, 4), "float32"), epochs=1, batch_size=16, verbose=0)
     kc.strip(model)
@@ -565,7 +565,7 @@ def test_recalibrating_batchnorm_leaves_the_qat_ranges_alone():
 
     model = bn_model()
     x = images(64)
-    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    kc.quantize(model, kc.QATConfig(train_batchnorm=True), calibration_data=x)
     ranges = kc.quantization.quantization_ranges(model)
     assert recalibrate_batchnorm(model, x * 3.0 + 1.0, batch_size=16) == 2
     assert kc.quantization.quantization_ranges(model) == ranges
