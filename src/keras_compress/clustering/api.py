@@ -259,24 +259,31 @@ def _cluster_means(clustered, value):
     return km.shared_values(value, clustered.segments.value, clustered.counts.value)
 
 
-def fix_assignments(model, variable):
-    """Freezes a nearest-centroid weight's current assignments (its centroids keep training).
+def _clustered_weights(model):
+    """`(layer, state, clustered)` for every clustered weight in `model`, nested models included."""
+    for layer in walk.iter_layers(model):
+        state = get_state(layer)
+        if state is not None:
+            for clustered in state.weights:
+                yield layer, state, clustered
+
+
+def fix_assignments(model, variables):
+    """Freezes the current assignments of those `variables` clustered with `assignment="nearest"`.
 
     For QAT (cluster-preserving QAT, as tfmot's PCQAT): the int8 converter
     cannot evaluate a nearest-centroid search over a large kernel, while a
-    fixed assignment is a segment mean it folds. Returns True if `variable`
-    was clustered with `assignment="nearest"` in `model` (and is now fixed).
+    fixed assignment is a segment mean it folds. Their centroids keep
+    training. Returns how many weights were frozen.
     """
-    for layer in walk.iter_layers(model):
-        state = get_state(layer)
-        if state is None:
-            continue
-        for clustered in state.weights:
-            if clustered.variable is variable and clustered.centroids is not None:
-                _freeze_nearest(clustered, state.config)
-                reset_compiled_functions(layer)
-                return True
-    return False
+    wanted = {id(v) for v in variables}
+    frozen = 0
+    for layer, state, clustered in list(_clustered_weights(model)):
+        if id(clustered.variable) in wanted and clustered.centroids is not None:
+            _freeze_nearest(clustered, state.config)
+            reset_compiled_functions(layer)
+            frozen += 1
+    return frozen
 
 
 def split_clusters_by_channel(model, variable, channel_index):
@@ -297,16 +304,12 @@ def split_clusters_by_channel(model, variable, channel_index):
     Returns:
         True if `variable` is clustered in `model` (and was split), else False.
     """
-    for layer in walk.iter_layers(model):
-        state = get_state(layer)
-        if state is None:
-            continue
-        for clustered in state.weights:
-            if clustered.variable is variable:
-                if clustered.centroids is not None:
-                    _freeze_nearest(clustered, state.config)
-                _split(clustered, np.asarray(channel_index))
-                return True
+    for _, state, clustered in _clustered_weights(model):
+        if clustered.variable is variable:
+            if clustered.centroids is not None:
+                _freeze_nearest(clustered, state.config)
+            _split(clustered, np.asarray(channel_index))
+            return True
     return False
 
 

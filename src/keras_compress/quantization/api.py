@@ -193,8 +193,7 @@ def quantize(model, config=None, calibration_data=None, batch_size=64, layers=No
 
     from keras_compress.clustering.api import fix_assignments
 
-    for ref in chosen:
-        fix_assignments(model, ref.variable)
+    fix_assignments(model, [ref.variable for ref in chosen])
     added, constraints = [], []
     graph = ModelGraph(model)
     plans, float_layers, folded = _plan(model, config, chosen, graph, added)

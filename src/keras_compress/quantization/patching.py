@@ -119,7 +119,7 @@ def _weight_values(state, plan):
     layer = plan.layer
     values = {id(w.variable): calls.view_value(layer, w.variable) for w in plan.weights}
     bias = getattr(layer, "bias", None)
-    bias = None if bias is None else ops.convert_to_tensor(bias)
+    bias = getattr(bias, "value", bias)  # a variable's value; None stays None
     folds = plan.batchnorm is not None and not _training(state)
     if folds:
         key = id(plan.fold_kernel.variable)

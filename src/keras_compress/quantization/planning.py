@@ -174,11 +174,12 @@ def _fold_commutes(producer, config):
     and normalize with the batch's statistics, and the int8 file (folded
     with the moving statistics) rounds the same way.
     """
-    if not config.per_channel or _is_depthwise(producer) and producer.kernel.shape[-1] != 1:
+    if not config.per_channel:
         return False
+    # `_weight_axis` gives a depthwise kernel its per-channel axis only with multiplier 1 (the input channel).
     axis = _weight_axis(producer, producer.kernel, True)
-    return axis is not None and (axis % len(producer.kernel.shape)) == len(producer.kernel.shape) - (
-        2 if _is_depthwise(producer) else 1)
+    rank = len(producer.kernel.shape)
+    return axis is not None and axis % rank == rank - (2 if _is_depthwise(producer) else 1)
 
 
 def fold(model, producer, bn):

@@ -314,34 +314,30 @@ def plan_channels(model, config=None, data=None):
 
 
 def _fraction_for_macs(graph, groups, scores, config, base, before):
-    upper = config.fraction if config.fraction > 0 else 0.95
-
-    def macs_at(fraction):
-        return _macs_after(graph, _choose(groups, scores, fraction, config), base)
-
-    if macs_at(upper) > config.macs_target * before:
-        raise ValueError(
-            f"macs_target={config.macs_target} cannot be met: removing {upper:.0%} of every prunable group's "
-            f"channels keeps {macs_at(upper) / before:.1%} of the MACs ({sum(g.prunable for g in groups)} of "
-            f"{len(groups)} groups can be pruned). Raise fraction or macs_target.")
-    return _bisect(lambda f: macs_at(f) <= config.macs_target * before, upper)
+    return _fraction_for_budget(
+        lambda fraction: _macs_after(graph, _choose(groups, scores, fraction, config), base),
+        before, config.macs_target, "macs_target", "MACs", groups, config)
 
 
 def _fraction_for_params(model, graph, groups, scores, config, before_macs):
     """The uniform fraction that keeps at most `params_target` of the parameters (each step builds the model)."""
-    upper = config.fraction if config.fraction > 0 else 0.95
-    total = model.count_params()
-
     def params_at(fraction):
         keep = _choose(groups, scores, fraction, config)
         return build_pruned(model, ChannelPlan(graph, groups, keep, fraction, before_macs, before_macs)).count_params()
 
-    if params_at(upper) > config.params_target * total:
+    return _fraction_for_budget(params_at, model.count_params(), config.params_target, "params_target",
+                                "parameters", groups, config)
+
+
+def _fraction_for_budget(measure_at, total, target, name, what, groups, config):
+    """The smallest uniform fraction whose `measure_at(fraction)` keeps at most `target` of `total`."""
+    upper = config.fraction if config.fraction > 0 else 0.95
+    if measure_at(upper) > target * total:
         raise ValueError(
-            f"params_target={config.params_target} cannot be met: removing {upper:.0%} of every prunable group's "
-            f"channels keeps {params_at(upper) / total:.1%} of the parameters ({sum(g.prunable for g in groups)} "
-            f"of {len(groups)} groups can be pruned). Raise fraction or params_target.")
-    return _bisect(lambda f: params_at(f) <= config.params_target * total, upper)
+            f"{name}={target} cannot be met: removing {upper:.0%} of every prunable group's "
+            f"channels keeps {measure_at(upper) / total:.1%} of the {what} ({sum(g.prunable for g in groups)} of "
+            f"{len(groups)} groups can be pruned). Raise fraction or {name}.")
+    return _bisect(lambda f: measure_at(f) <= target * total, upper)
 
 
 def _bisect(fits, upper):
