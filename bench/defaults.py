@@ -2,6 +2,7 @@
 
     KERAS_BACKEND=tensorflow python bench/defaults.py --part cluster --seeds 0,1,2
     KERAS_BACKEND=tensorflow python bench/defaults.py --part qat --seeds 0,1,2
+    KERAS_BACKEND=tensorflow python bench/defaults.py --part chain --seeds 0,1,2
 
 The budget is `bench/compare.py`'s: baselines trained 3 epochs (Adam 1e-3,
 batch 128, all training images, seed 0), then every candidate fine-tuned 2
@@ -16,6 +17,11 @@ epochs (Adam 1e-4, batch 128) from the same trained weights, once per seed
   BatchNormalization folded and frozen against kept training
   (`QATConfig(train_batchnorm=...)`); Keras accuracy of the QAT model, and the
   agreement of its int8 LiteRT artifact with it (seed 0).
+- `chain`: LeNet-5 and LeNet-300-100 through compare.py's chain (prune 90%
+  polynomially from 50% over 2/3 of the steps, strip, cluster 16, QAT), each
+  stage 2 epochs; `ClusterConfig(zero_cluster=...)` candidates; Keras
+  accuracy of the QAT model, the int8 LiteRT artifact's accuracy, its gzip
+  bytes and the kernels' final sparsity.
 
 Writes `defaults_<part>.json` and `.md` under `--out`.
 """
@@ -43,7 +49,13 @@ QAT_CANDIDATES = {
     "BatchNormalization folded and frozen": dict(train_batchnorm=False),
     "BatchNormalization kept training": dict(train_batchnorm=True),
 }
+CHAIN_CANDIDATES = {
+    "zero a shared value kept weights may join": dict(zero_cluster=True),
+    "zeros only where pruned": dict(zero_cluster=False),
+}
+CANDIDATES = {"cluster": CLUSTER_CANDIDATES, "qat": QAT_CANDIDATES, "chain": CHAIN_CANDIDATES}
 MODELS = {"cluster": (("lenet5", "mnist"), ("lenet_300_100", "mnist")),
+          "chain": (("lenet5", "mnist"), ("lenet_300_100", "mnist")),
           "qat": (("bn_cnn", "fashion_mnist"), ("mobilenet_v2_tiny", "fashion_mnist"))}
 
 
@@ -116,6 +128,35 @@ def run_qat(base, data, seed, settings, work):
     return row
 
 
+def run_chain(base, data, seed, settings, work):
+    import numpy as np
+
+    import keras_compress as kc
+    from keras_compress.export.interpreter import litert_predict
+    from keras_compress.export.litert import export_litert
+
+    (x, y), (x_test, y_test) = data
+    steps = 2 * (-(-len(x) // 128))
+    end_step = 50 * max(1, int(round(2 / 3 * steps / 50)))  # compare.py's Settings.end_step
+    model = kc.prune(base, kc.PruneConfig(target_sparsity=0.9, schedule="polynomial", initial_sparsity=0.5,
+                                          end_step=end_step, frequency=50, power=3.0))
+    seconds = _finetune(model, x, y, seed, [kc.PruningCallback()])
+    kc.strip(model)
+    kc.cluster(model, kc.ClusterConfig(num_clusters=16, seed=seed, **settings))
+    seconds += _finetune(model, x, y, seed, [kc.ClusteringCallback()])
+    kc.quantize(model, kc.QATConfig(), calibration_data=x[:256])
+    seconds += _finetune(model, x, y, seed)
+    row = {"accuracy": _accuracy(model, x_test, y_test), "seconds": seconds}
+    path = export_litert(model, os.path.join(work, f"chain_{seed}.tflite"), fmt="int8")
+    with open(path, "rb") as f:
+        row["int8_gzip_bytes"] = len(gzip.compress(f.read(), 9))
+    row["litert_accuracy"] = float(np.mean(np.argmax(litert_predict(path, x_test), -1) == y_test))
+    kc.strip(model)
+    kernels = [np.asarray(w) for w in model.get_weights() if np.asarray(w).ndim >= 2]
+    row["sparsity"] = float(sum((k == 0).sum() for k in kernels) / sum(k.size for k in kernels))
+    return row
+
+
 def summarise(values):
     mean = statistics.fmean(values)
     spread = (max(values) - min(values)) / 2 if len(values) > 1 else 0.0
@@ -127,14 +168,20 @@ def markdown(result):
     for model, rows in result["models"].items():
         lines += [f"### {model}", "", f"Baseline: {rows['baseline_accuracy']:.2%}", "",
                   "| Candidate | accuracy (mean ± half-range) | per seed | " +
-                  ("gzip bytes (mean) |" if result["part"] == "cluster" else "LiteRT int8 (seed 0) |"),
-                  "|---|---:|---|---:|"]
+                  {"cluster": "gzip bytes (mean) |", "qat": "LiteRT int8 (seed 0) |",
+                   "chain": "LiteRT int8 accuracy (mean) | int8 gzip bytes (mean) | kernel sparsity (mean) |"}[
+                      result["part"]],
+                  "|---|---:|---|---:|" + ("---:|---:|" if result["part"] == "chain" else "")]
         for label, runs in rows["candidates"].items():
             acc = [r["accuracy"] for r in runs]
             mean, spread = summarise(acc)
             per_seed = ", ".join(f"{a:.2%}" for a in acc)
             if result["part"] == "cluster":
                 extra = f"{statistics.fmean(r['gzip_bytes'] for r in runs):,.0f}"
+            elif result["part"] == "chain":
+                extra = (f"{statistics.fmean(r['litert_accuracy'] for r in runs):.2%} | "
+                         f"{statistics.fmean(r['int8_gzip_bytes'] for r in runs):,.0f} | "
+                         f"{statistics.fmean(r['sparsity'] for r in runs):.2%}")
             else:
                 first = runs[0]
                 extra = (f"{first['litert_accuracy']:.2%}, {first['litert_differing']} differing"
@@ -158,7 +205,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")]
-    candidates = CLUSTER_CANDIDATES if args.part == "cluster" else QAT_CANDIDATES
+    candidates = CANDIDATES[args.part]
     if args.candidates:
         keep = [int(i) for i in args.candidates.split(",")]
         candidates = {k: v for i, (k, v) in enumerate(candidates.items()) if i in keep}
@@ -181,6 +228,8 @@ def main(argv=None):
                 model.set_weights(weights)
                 if args.part == "cluster":
                     run = run_cluster(model, data, seed, settings)
+                elif args.part == "chain":
+                    run = run_chain(model, data, seed, settings, args.out)
                 else:
                     run = run_qat(model, data, seed, settings, args.out)
                 run["seed"] = seed

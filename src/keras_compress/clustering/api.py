@@ -55,6 +55,8 @@ class ClusteredWeight:
     # assignment="nearest": trainable codebook (k,) or (channels, k), 0/1 mask of kept weights.
     centroids: keras.Variable | None = None
     mask: keras.Variable | None = None
+    # `ClusterConfig.zero_cluster`: 0/1 factors, 0 at each codebook's centroid pinned to zero.
+    keep: np.ndarray | None = None
 
     @property
     def variable(self):
@@ -96,9 +98,27 @@ def segments_for(weight, config):
     >>> segments, counts, shared = segments_for(layer.kernel, ClusterConfig(num_clusters=8))
     """
     return km.cluster_segments(
-        weight, config.num_clusters, init=config.init, per_channel=config.per_channel,
-        preserve_sparsity=config.preserve_sparsity, iterations=config.iterations, seed=config.seed,
+        weight, config.num_clusters, init=config.init, per_channel=_per_channel(config, weight),
+        preserve_sparsity=_preserves_sparsity(config, weight), iterations=config.iterations, seed=config.seed,
     )
+
+
+def _per_channel(config, weight):
+    """Per-channel codebooks for kernels only: a bias vector has one value per channel."""
+    return config.per_channel and len(weight.shape) >= 2
+
+
+def _preserves_sparsity(config, weight):
+    """Zeros are pruned weights in kernels only: a bias's zeros (its initial value) train like any value."""
+    return config.preserve_sparsity and len(weight.shape) >= 2
+
+
+def _bias_rule(variable):
+    """`walk.default_rule`, and a layer's bias vector too (`ClusterConfig(biases=True)`)."""
+    reason = walk.default_rule(variable)
+    if reason == walk.SKIP_LOW_RANK and variable.name == "bias" and len(variable.shape) == 1:
+        return None
+    return reason
 
 
 def _recluster(state):
@@ -147,6 +167,7 @@ def cluster(model, config=None, layers=None):
             "first (prune -> strip -> cluster)."
         )
     chosen, skipped = walk.find_weights(model, layers, hook="get_clusterable_weights",
+                                        rule=_bias_rule if config.biases else walk.default_rule,
                                         include_frozen=config.include_frozen)
     if not chosen:
         raise ValueError(
@@ -187,14 +208,15 @@ def _centroid_table(segments, counts, shared, config):
     never be any weight's nearest before that one).
     """
     k = config.num_clusters
-    channels = shared.shape[-1] if config.per_channel else 1
+    per_channel = _per_channel(config, shared)
+    channels = shared.shape[-1] if per_channel else 1
     means = np.zeros(k * channels + 1, np.float32)
     means[np.asarray(segments).reshape(-1)] = np.asarray(shared).reshape(-1)
     table = means[:-1].reshape(channels, k)
     filled = np.asarray(counts)[:-1].reshape(channels, k) > 0
     for row, keep in zip(table, filled):
         row[~keep] = row[keep][0] if keep.any() else 0.0
-    return table if config.per_channel else table[0]
+    return table if per_channel else table[0]
 
 
 def _start_nearest(clustered, segments, counts, shared, config):
@@ -202,17 +224,31 @@ def _start_nearest(clustered, segments, counts, shared, config):
     table = _centroid_table(segments, counts, shared, config)
     name = ref.variable.name
     clustered.centroids = variables.add_variable(ref.layer, f"{name}_centroids", table, trainable=True)
-    if config.preserve_sparsity:
+    if _preserves_sparsity(config, ref.variable):
         kept = np.asarray(ops.convert_to_numpy(ref.variable.value)) != 0
         if not kept.all():
             clustered.mask = keras.Variable(kept.astype(np.float32), trainable=False, name=f"{name}_mask")
+            if config.zero_cluster:
+                rows = table.reshape(-1, table.shape[-1])
+                keep = np.ones_like(rows)
+                keep[np.arange(len(rows)), np.argmin(np.abs(rows), axis=-1)] = 0.0
+                clustered.keep = keep.reshape(table.shape)
+                clustered.centroids.assign(table * clustered.keep)
     # The weight keeps its float value (the latent weight); the call sees its nearest centroid.
     calls.add_view(ref.layer, ref.variable, _VIEW_KEY, functools.partial(_nearest, clustered))
 
 
+def _codebook(clustered):
+    """The centroids a weight chooses from; one held at zero (no gradient) with `zero_cluster`."""
+    centroids = clustered.centroids.value
+    if clustered.keep is not None:
+        centroids = centroids * ops.cast(clustered.keep, centroids.dtype)
+    return centroids
+
+
 def _nearest(clustered, value):
     mask = None if clustered.mask is None else clustered.mask.value
-    return km.nearest_values(value, clustered.centroids.value, mask)
+    return km.nearest_values(value, _codebook(clustered), mask)
 
 
 def _fresh_optimizer(model):
@@ -226,14 +262,19 @@ def _freeze_nearest(clustered, config):
     """Turns a nearest-centroid weight into fixed assignments (its current ones)."""
     ref = clustered.ref
     value = ops.convert_to_tensor(ref.variable.value)
-    centroids = clustered.centroids.value
-    labels = np.asarray(ops.convert_to_numpy(km.assign(value, ops.cast(centroids, value.dtype))))
+    labels = np.asarray(ops.convert_to_numpy(km.assign(value, ops.cast(_codebook(clustered), value.dtype))))
     k = config.num_clusters
-    if config.per_channel:
+    per_channel = _per_channel(config, labels)
+    at_zero = np.zeros(labels.shape, bool)
+    if clustered.keep is not None:  # the members of a centroid pinned at zero join the pruned zeros
+        pinned = np.argmin(clustered.keep.reshape(-1, k), axis=-1)
+        at_zero = labels == (pinned if per_channel else pinned[0])
+    if per_channel:
         labels = labels + np.arange(labels.shape[-1]) * k
     num_segments = int(clustered.counts.shape[0])
     if clustered.mask is not None:
-        labels = np.where(np.asarray(ops.convert_to_numpy(clustered.mask.value)) > 0, labels, num_segments - 1)
+        kept = np.asarray(ops.convert_to_numpy(clustered.mask.value)) > 0
+        labels = np.where(kept & ~at_zero, labels, num_segments - 1)
     segments = labels.astype(np.int32)
     counts = np.bincount(segments.reshape(-1), minlength=num_segments).astype(np.float32)
     _end_nearest(clustered)
@@ -251,7 +292,7 @@ def _end_nearest(clustered):
     variable.assign(_nearest(clustered, ops.convert_to_tensor(variable.value)))
     calls.remove_views(layer, _VIEW_KEY)
     variables.remove_variables([(layer, clustered.centroids)])
-    clustered.centroids = clustered.mask = None
+    clustered.centroids = clustered.mask = clustered.keep = None
 
 
 def _cluster_means(clustered, value):
@@ -268,18 +309,18 @@ def _clustered_weights(model):
                 yield layer, state, clustered
 
 
-def fix_assignments(model, variables):
-    """Freezes the current assignments of those `variables` clustered with `assignment="nearest"`.
+def fix_assignments(model, variables=None):
+    """Freezes the current assignments of those `variables` (None: all) clustered with `assignment="nearest"`.
 
     For QAT (cluster-preserving QAT, as tfmot's PCQAT): the int8 converter
     cannot evaluate a nearest-centroid search over a large kernel, while a
     fixed assignment is a segment mean it folds. Their centroids keep
     training. Returns how many weights were frozen.
     """
-    wanted = {id(v) for v in variables}
+    wanted = None if variables is None else {id(v) for v in variables}
     frozen = 0
     for layer, state, clustered in list(_clustered_weights(model)):
-        if id(clustered.variable) in wanted and clustered.centroids is not None:
+        if (wanted is None or id(clustered.variable) in wanted) and clustered.centroids is not None:
             _freeze_nearest(clustered, state.config)
             reset_compiled_functions(layer)
             frozen += 1

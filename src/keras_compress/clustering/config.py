@@ -30,6 +30,13 @@ class ClusterConfig(BaseConfig):
             quantization with at most `num_clusters` values per channel.
         preserve_sparsity: exact zeros (pruned weights) stay zero and take no
             centroid.
+        zero_cluster: with `preserve_sparsity`, nearest assignments and a
+            weight that has pruned zeros, the centroid nearest zero is held
+            at zero (tfmot's sparsity-preserving scheme): the kept weights
+            nearest it become zeros too (and may leave again as they
+            train), so clustering prunes further, and the weight holds
+            `num_clusters` shared values with the zero among them.
+            Default `True` (measured: BENCHMARKS, "Defaults").
         kmeans_iterations: Lloyd iterations after initialisation; `None`
             (default) takes the init's own: 0 after `"linear"` and
             `"density"`, 10 after `"kmeans++"` and `"random"`.
@@ -55,6 +62,11 @@ class ClusterConfig(BaseConfig):
             gradient of Deep Compression and tfmot). `False`: each weight
             takes its own optimizer step and the cluster then averages them;
             with Adam those per-weight steps largely cancel.
+        biases: also cluster each layer's `bias` vector (one codebook per
+            vector, `num_clusters` values): Deep Compression's archive
+            otherwise stores biases as exact float32, 14% of LeNet-5's
+            archive. Default `False`: a bias is few parameters, and a user
+            asking for shared kernels does not expect shared biases.
         seed: seed for the random initialisations.
         include_frozen: also cluster the weights of frozen layers (a
             transfer-learning backbone set `trainable = False`): they are
@@ -76,6 +88,8 @@ class ClusterConfig(BaseConfig):
     reassign_every: int | None = None
     assignment: str | None = None
     train_centroids: bool = True
+    zero_cluster: bool = True
+    biases: bool = False
     seed: int = 0
     include_frozen: bool = False
 
@@ -100,7 +114,7 @@ class ClusterConfig(BaseConfig):
                 "assignment='nearest' re-assigns every weight in every step; reassign_every must be None. "
                 f"Received: reassign_every={self.reassign_every!r}"
             )
-        for name in ("per_channel", "preserve_sparsity", "train_centroids"):
+        for name in ("per_channel", "preserve_sparsity", "train_centroids", "zero_cluster", "biases"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false. Received: {name}={getattr(self, name)!r}")
 

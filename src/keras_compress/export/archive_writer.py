@@ -180,7 +180,7 @@ def save(model, path, level=DEFAULT_LEVEL):
             "length": len(choice.data),
         }
         entries.append(entry)
-        chunks.append(choice.data)
+        chunks.extend(choice.parts)
         offset += len(choice.data)
         tensors.append({
             "path": weight_path,
@@ -198,7 +198,7 @@ def save(model, path, level=DEFAULT_LEVEL):
         "architecture": architecture,
         "weights": entries,
     }
-    data = _pack(header, b"".join(chunks), level)
+    data = _pack(header, chunks, level)  # each weight's streams: framed apart where that is smaller
     atomic_write(os.fspath(path), data)
     return {
         "bytes": len(data),

@@ -65,11 +65,12 @@ _U64 = struct.Struct("<Q")
 
 
 class Choice(NamedTuple):
-    """What `choose_encoding` picked: the encoding, its bytes, their zstd size."""
+    """What `choose_encoding` picked: the encoding, its bytes, their zstd size, its streams."""
 
     encoding: str
     data: bytes
     compressed_bytes: int
+    parts: tuple = ()
 
 
 def _check_width(width):
@@ -194,10 +195,11 @@ def _checked_bits(array):
     return bits
 
 
-def _codebook_bytes(unique_bits, indices, count):
+def _codebook_parts(unique_bits, indices):
+    """(u32 k + the codebook, the packed indices)."""
     width = index_width(unique_bits.size)
     packed = pack_bits(indices, width) if width else b""
-    return _U32.pack(unique_bits.size) + unique_bits.tobytes() + packed
+    return _U32.pack(unique_bits.size) + unique_bits.tobytes(), packed
 
 
 def _read_codebook(data, offset, view, count, what):
@@ -262,26 +264,33 @@ def encode(array, encoding):
     """
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {list(ENCODINGS)}. Received: encoding={encoding!r}")
+    return b"".join(encode_parts(array, encoding))
+
+
+def encode_parts(array, encoding):
+    """`encode`'s bytes as their streams: positions, codebook, indices or values.
+
+    Their concatenation is `encode(array, encoding)`. The archive compresses
+    streams apart where that is smaller: zstd's entropy tables fit one kind
+    of statistics at a time (LeNet-5's fc1: 8,303 bytes with the gap
+    varints and the indices in one frame, 7,669 in two).
+
+    Example:
+    >>> [len(p) for p in encode_parts(np.eye(4, dtype="float32"), "sparse_codebook")]
+    [20, 8, 1]
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {list(ENCODINGS)}. Received: encoding={encoding!r}")
     bits = _checked_bits(array)
-    if encoding == "dense":
-        return bits.tobytes()
-    if encoding == "codebook":
-        unique, indices = np.unique(bits, return_inverse=True)
-        _check_codebook_size(unique.size)
-        return _codebook_bytes(unique, indices.reshape(-1), bits.size)
-    positions = np.flatnonzero(bits)
-    gaps = encode_gaps(positions)
-    head = _U64.pack(positions.size) + _U64.pack(len(gaps)) + gaps
-    values = bits[positions]
-    if encoding == "sparse":
-        return head + values.tobytes()
-    unique, indices = np.unique(values, return_inverse=True)
-    _check_codebook_size(unique.size)
-    return head + _codebook_bytes(unique, indices.reshape(-1), values.size)
+    if encoding == "codebook" and not bits.size:
+        return _codebook_parts(bits[:0], bits[:0].astype(np.int64))
+    for _, parts in _candidates(bits, only=encoding):
+        return list(parts)
 
 
-def _check_codebook_size(k):
-    if k > MAX_CODEBOOK_SIZE:
+def _check_codebook_size(k, asked=True):
+    """Raises for too many distinct values when a codebook encoding was asked for by name."""
+    if asked and k > MAX_CODEBOOK_SIZE:
         raise ValueError(
             f"A codebook encoding needs at most {MAX_CODEBOOK_SIZE} distinct values. Received: {k}"
         )
@@ -338,21 +347,31 @@ def decode(data, encoding, shape, dtype):
     return _from_bits(bits, dtype, shape)
 
 
-def _candidates(bits):
-    """Yields `(encoding, bytes)` for every encoding that applies to `bits`."""
-    yield "dense", bits.tobytes()
-    if bits.size:
+def _candidates(bits, only=None):
+    """Yields `(encoding, parts)` for every encoding that applies to `bits` (or just `only`)."""
+    def wanted(name):
+        return only is None or only == name
+
+    if wanted("dense"):
+        yield "dense", (bits.tobytes(),)
+    if bits.size and wanted("codebook"):
         unique, indices = np.unique(bits, return_inverse=True)
+        _check_codebook_size(unique.size, only)
         if unique.size <= MAX_CODEBOOK_SIZE:
-            yield "codebook", _codebook_bytes(unique, indices.reshape(-1), bits.size)
+            yield "codebook", _codebook_parts(unique, indices.reshape(-1))
+    if not (wanted("sparse") or wanted("sparse_codebook")):
+        return
     positions = np.flatnonzero(bits)
     gaps = encode_gaps(positions)
     head = _U64.pack(positions.size) + _U64.pack(len(gaps)) + gaps
     values = bits[positions]
-    yield "sparse", head + values.tobytes()
-    unique, indices = np.unique(values, return_inverse=True)
-    if unique.size <= MAX_CODEBOOK_SIZE:
-        yield "sparse_codebook", head + _codebook_bytes(unique, indices.reshape(-1), values.size)
+    if wanted("sparse"):
+        yield "sparse", (head, values.tobytes())
+    if wanted("sparse_codebook"):
+        unique, indices = np.unique(values, return_inverse=True)
+        _check_codebook_size(unique.size, only)
+        if unique.size <= MAX_CODEBOOK_SIZE:
+            yield "sparse_codebook", (head, *_codebook_parts(unique, indices.reshape(-1)))
 
 
 def candidate_encodings(array):
@@ -375,7 +394,7 @@ def candidate_encodings(array):
     >>> candidate_encodings(np.zeros((4, 4), "float32"))
     ['dense', 'codebook', 'sparse', 'sparse_codebook']
     """
-    return [name for name, _ in _candidates(_checked_bits(array))]
+    return [name for name, _ in _candidates(_checked_bits(array), only=None)]
 
 
 def choose_encoding(array, level=DEFAULT_ESTIMATE_LEVEL):
@@ -408,8 +427,9 @@ def choose_encoding(array, level=DEFAULT_ESTIMATE_LEVEL):
 
     compressor = zstandard.ZstdCompressor(level=int(level))
     best = None
-    for encoding, data in _candidates(_checked_bits(array)):
+    for encoding, parts in _candidates(_checked_bits(array)):
+        data = b"".join(parts)
         size = len(compressor.compress(data))
         if best is None or size < best.compressed_bytes:
-            best = Choice(encoding, data, size)
+            best = Choice(encoding, data, size, tuple(parts))
     return best

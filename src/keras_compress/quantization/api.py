@@ -193,7 +193,7 @@ def quantize(model, config=None, calibration_data=None, batch_size=64, layers=No
 
     from keras_compress.clustering.api import fix_assignments
 
-    fix_assignments(model, [ref.variable for ref in chosen])
+    fix_assignments(model)  # every clustered weight: a nearest search left in the graph would not convert
     added, constraints = [], []
     graph = ModelGraph(model)
     plans, float_layers, folded = _plan(model, config, chosen, graph, added)

@@ -119,7 +119,8 @@ def _weight_values(state, plan):
     layer = plan.layer
     values = {id(w.variable): calls.view_value(layer, w.variable) for w in plan.weights}
     bias = getattr(layer, "bias", None)
-    bias = getattr(bias, "value", bias)  # a variable's value; None stays None
+    # What the layer computes with: a clustered bias's view (`ClusterConfig(biases=True)`), else its value.
+    bias = calls.view_value(layer, bias) if isinstance(bias, keras.Variable) else bias
     folds = plan.batchnorm is not None and not _training(state)
     if folds:
         key = id(plan.fold_kernel.variable)

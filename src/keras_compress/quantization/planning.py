@@ -194,6 +194,8 @@ def fold(model, producer, bn):
     channel_index = np.broadcast_to(
         np.arange(channels).reshape(shape[-2:] if _is_depthwise(producer) else (channels,)), shape)
     clustering.split_clusters_by_channel(model, kernel, channel_index)
+    if producer.bias is not None:  # a clustered bias (`ClusterConfig(biases=True)`): one value per channel now
+        clustering.split_clusters_by_channel(model, producer.bias, np.arange(channels))
     # Read after the split: a nearest-centroid weight is set to its centroids there.
     bias = producer.bias.value if producer.bias is not None else None
     new_kernel, new_bias = folded_kernel_and_bias(producer, bn, ops.convert_to_tensor(kernel.value), bias)

@@ -6,6 +6,7 @@ import pytest
 
 import builders
 import keras_compress as kc
+from keras_compress.clustering.api import fix_assignments
 
 
 def kernels(model):
@@ -58,19 +59,50 @@ def test_per_channel_codebooks_hold_k_values_per_output_channel():
     assert distinct_nonzero(kernel) > 3
 
 
-def test_pruned_zeros_stay_exactly_zero_and_take_no_centroid():
+@pytest.mark.parametrize("zero_cluster", [False, True])
+def test_pruned_zeros_stay_exactly_zero_and_take_no_centroid(zero_cluster):
     model = builders.compile_tiny(builders.functional())
     kc.prune(model, kc.PruneConfig(0.75))
     kc.strip(model)
     zeros = [np.array(k.value) == 0 for k in kernels(model)]
-    kc.cluster(model, kc.ClusterConfig(num_clusters=4, init="kmeans++"))
+    kc.cluster(model, kc.ClusterConfig(num_clusters=4, init="kmeans++", zero_cluster=zero_cluster))
     x, y = builders.dense_data(64)
     model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[kc.ClusteringCallback()])
     kc.strip(model)
     for was_zero, k in zip(zeros, kernels(model)):
         value = np.array(k.value)
-        np.testing.assert_array_equal(value == 0, was_zero)
-        assert np.unique(value).size <= 5  # 4 shared values and the zero
+        assert np.all(value[was_zero] == 0.0)
+        if not zero_cluster:  # only zero-joining may add zeros
+            np.testing.assert_array_equal(value == 0, was_zero)
+        assert np.unique(value).size <= (4 if zero_cluster else 5)  # the zero one of the 4, or a fifth
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("zero_cluster", [False, True])
+def test_a_kept_weight_near_zero_joins_the_zero_only_with_zero_cluster(zero_cluster, per_channel):
+    builders.seeded(0)
+    model = builders.compile_tiny(builders.MODEL_KINDS["functional"]())
+    kernel = model.get_layer("hidden").kernel
+    value = kernel.numpy()
+    value[np.abs(value) < np.quantile(np.abs(value), 0.5)] = 0.0  # half pruned
+    kernel.assign(value)
+    pruned = value == 0
+    kc.cluster(model, kc.ClusterConfig(num_clusters=4, per_channel=per_channel, zero_cluster=zero_cluster),
+               layers="hidden")
+    row, col = np.argwhere(~pruned)[0]
+    latent = kernel.numpy()
+    latent[row, col] = 1e-7  # a kept weight trained to (almost) zero: nearest the pinned zero, if any
+    kernel.assign(latent)
+    x, _ = builders.dense_data(8)
+    seen = np.array(model(x))
+    fix_assignments(model, [kernel])  # as QAT does
+    np.testing.assert_allclose(np.array(model(x)), seen, rtol=1e-5, atol=1e-5)  # frozen: the same choices
+    kc.strip(model)
+    stripped = kernel.numpy()
+    assert np.all(stripped[pruned] == 0.0)
+    assert (stripped[row, col] == 0.0) == zero_cluster
+    zeros = np.count_nonzero(stripped == 0)
+    assert zeros > pruned.sum() if zero_cluster else zeros == pruned.sum()
 
 
 def test_periodic_reassignment_ends_with_k_values():
@@ -179,3 +211,55 @@ def test_nearest_assignment_refuses_reassign_every():
         kc.ClusterConfig(assignment="nearest", reassign_every=10)
     with pytest.raises(ValueError, match="assignment must be one of"):
         kc.ClusterConfig(assignment="closest")
+
+
+@pytest.mark.parametrize("biases", [False, True])
+def test_biases_are_clustered_only_when_asked(biases):
+    builders.seeded(0)
+    model = builders.compile_tiny(builders.functional())
+    for layer in model.layers:
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(np.random.default_rng(1).normal(size=layer.bias.shape))
+    before = {layer.name: layer.bias.numpy().copy() for layer in model.layers if getattr(layer, "bias", None) is not None}
+    kc.cluster(model, kc.ClusterConfig(num_clusters=3, per_channel=True, biases=biases))
+    x, y = builders.dense_data(64)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[kc.ClusteringCallback()])
+    kc.strip(model)
+    for name, old in before.items():
+        bias = model.get_layer(name).bias.numpy()
+        if biases:  # one codebook per bias vector, even with per-channel kernel codebooks
+            assert np.unique(bias).size <= 3 < old.size
+        else:  # trained freely
+            assert np.unique(bias).size == old.size
+
+
+def test_qat_of_clustered_biases_folds_batchnorm_and_exports_what_keras_predicts(tmp_path):
+    pytest.importorskip("tensorflow")
+    from keras import layers
+
+    from keras_compress.export.interpreter import litert_predict
+    from keras_compress.export.litert import export_litert
+
+    builders.seeded(0)
+    inputs = keras.Input((8, 8, 1))
+    h = layers.Conv2D(4, 3, name="conv")(inputs)
+    h = layers.BatchNormalization(name="bn")(h)
+    h = layers.ReLU()(h)
+    outputs = layers.Dense(3, name="head")(layers.Flatten()(h))
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(0).normal(size=(64, 8, 8, 1)).astype("float32")
+    rng = np.random.default_rng(1)
+    bn = model.get_layer("bn")
+    bn.set_weights([rng.uniform(0.5, 2, 4), rng.normal(size=4), rng.normal(size=4), rng.uniform(0.5, 2, 4)])
+    kc.cluster(model, kc.ClusterConfig(num_clusters=4, biases=True))
+    clustered_out = np.array(model.predict(x, verbose=0))
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    path = export_litert(model, str(tmp_path / "m.tflite"), fmt="int8")
+    keras_out = np.array(model.predict(x, verbose=0))
+    # The folded bias keeps one value per channel (averaging its old clusters would undo the fold).
+    assert np.max(np.abs(keras_out - clustered_out)) <= 0.05 * np.abs(clustered_out).max()
+    litert_out = litert_predict(path, x)
+    scale = np.abs(keras_out).max() / 127
+    assert np.max(np.abs(litert_out - keras_out)) <= 2 * scale
+    kc.strip(model)
+    assert np.unique(model.get_layer("head").bias.numpy()).size <= 4  # no BN after the head: still shared

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from keras import layers
 
 from keras_compress import zoo
-from keras_compress.export import archive, codec
+from keras_compress.export import archive, archive_format, codec, header_dictionary
 from keras_compress.export.archive import ArchiveError
 
 # database=None: no .hypothesis folder in the repository.
@@ -172,6 +172,47 @@ def test_sparse_clustered_lenet_300_100_is_under_a_fortieth_of_float32(folder):
     assert_same_weights(model, archive.load(folder / "lenet_300_100_sparse.kcar"))
 
 
+def test_format_2_frames_streams_apart_and_is_smaller_than_format_1(folder):
+    model = sparsify(zoo.lenet_300_100(), density=0.03, clusters=16)
+    info = archive.save(model, folder / "v2.kcar")
+    data = (folder / "v2.kcar").read_bytes()
+    header, payload = archive._unpack(data)
+    v1 = archive._pack_raw(json.dumps(header, separators=(",", ":")).encode(), payload, level=19, version=1)
+    (folder / "v1.kcar").write_bytes(v1)
+    assert_same_weights(model, archive.load(folder / "v1.kcar"))  # format 1 files still load
+    assert_same_weights(model, archive.load(folder / "v2.kcar"))
+    # Gap varints and indices in frames apart (the small biases and codebooks join a neighbour).
+    _, _, header_z, _, _, _ = archive._PREFIX.unpack_from(data, 0)
+    frames, _ = archive_format._read_varint(data, archive._PREFIX.size + header_z, "test")
+    assert frames >= 3
+    assert info["bytes"] < 0.95 * len(v1), (info["bytes"], len(v1))
+
+
+def test_the_header_dictionary_is_the_format_constant():
+    # Changing these bytes would make every format 2 archive unreadable.
+    assert hashlib.sha256(header_dictionary._TEXT.encode("utf-8")).hexdigest() == header_dictionary.SHA256
+    assert header_dictionary.SHA256.startswith("82a4195b1f79fef7")
+
+
+def frame_table(*pairs):
+    return archive_format._varint(len(pairs)) + b"".join(
+        archive_format._varint(stored) + archive_format._varint(raw) for stored, raw in pairs)
+
+
+@pytest.mark.parametrize("region, declared, match", [
+    (frame_table((5, 5)) + b"abcd", 5, "frame table declares"),  # one stored byte missing
+    (frame_table((5, 5)) + b"abcdef", 5, "frame table declares"),  # one too many
+    (frame_table((6, 5)) + b"abcdef", 5, "6 stored bytes for 5"),  # stored beyond raw
+    (frame_table((5, 5), (1, 2)) + b"abcdef", 5, "the payload declares 5"),  # raw beyond the payload
+    (frame_table((5, 5)) + b"abcde", 6, "frame table declares"),  # the frames' raw sizes fall short
+    (archive_format._varint(2**40) + b"abc", 3, "cannot fit"),
+    (b"\xff" * 11, 3, "truncated or longer than 64 bits"),
+    (frame_table((0, 0)), 0, "0 stored bytes"),
+])
+def test_hostile_frame_tables_are_refused(folder, tiny_archive, region, declared, match):
+    assert_refused(folder, bomb_archive(tiny_archive, region, declared), match)
+
+
 def test_archive_works_without_tensorflow_under_jax(folder):
     # Keras's serializer imports TensorFlow whenever it is installed (to
     # recognise tf.TensorShape), so the subprocess hides it: archives must
@@ -270,8 +311,8 @@ def test_other_files_are_not_archives(folder):
 
 def test_newer_version_is_refused_clearly(folder, tiny_archive):
     header, payload = archive._unpack(tiny_archive)
-    newer = archive._pack_raw(json.dumps(header).encode(), payload, version=2)
-    assert_refused(folder, newer, r"unsupported version 2 \(this reader supports up to 1\)")
+    newer = archive._pack_raw(json.dumps(header).encode(), payload, version=3)
+    assert_refused(folder, newer, r"unsupported version 3 \(this reader supports up to 2\)")
 
 
 def test_every_flipped_byte_is_caught(folder, tiny_archive):
@@ -398,6 +439,7 @@ def test_corrupt_weight_bytes_are_refused(folder, tiny_archive):
 
 
 def bomb_archive(tiny_archive, frame, declared):
+    """The tiny archive's header with `frame` as its payload region (the frame table included)."""
     body = tiny_archive[:archive._PREFIX.size]
     magic, version, header_z, header_len, _, _ = archive._PREFIX.unpack(body)
     header = tiny_archive[archive._PREFIX.size:archive._PREFIX.size + header_z]
@@ -408,10 +450,13 @@ def bomb_archive(tiny_archive, frame, declared):
 
 @pytest.mark.parametrize("content_size", [True, False])
 def test_decompression_bomb_fails_cleanly(folder, tiny_archive, content_size):
-    compressor = zstandard.ZstdCompressor(level=3, write_content_size=content_size)
-    frame = compressor.compress(b"\0" * (256 * 2**20))  # 256 MiB in ~8 KB
+    params = zstandard.ZstdCompressionParameters.from_level(
+        3, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_content_size=content_size)
+    frame = zstandard.ZstdCompressor(compression_params=params).compress(b"\0" * (256 * 2**20))  # 256 MiB in ~8 KB
     assert len(frame) < 2**16
-    assert_refused(folder, bomb_archive(tiny_archive, frame, declared=60), "decompress|declares")
+    region = frame_table((len(frame), 10000)) + frame  # a frame table that says 10,000 bytes
+    match = "declares 268435456 bytes" if content_size else "does not decompress|decompresses to"
+    assert_refused(folder, bomb_archive(tiny_archive, region, declared=10000), match)
 
 
 def test_payload_over_max_bytes_is_refused(folder, tiny_archive):
