@@ -41,7 +41,7 @@ def baseline(name, epochs, data):
     path = os.path.join(cli.cache_dir(), f"{name}-mnist-e{epochs}-{keras.backend.backend()}.keras")
     if os.path.isfile(path):
         return cli.load_model(path)
-    (x, y), _ = data
+    x, y = data.train.take()  # a Dataset (the recipe runner's input): its training arrays
     model = kc.zoo.build(name)
     kc.zoo.train(model, x, y, epochs=epochs, batch_size=128, learning_rate=1e-3, verbose=0)
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -22,7 +22,6 @@ import keras  # noqa: E402
 
 import keras_compress as kc  # noqa: E402
 from clustering import baseline  # noqa: E402
-from keras_compress.cli import main as cli  # noqa: E402
 
 SPARSITIES = (0.8, 0.9, 0.95, 0.98)
 SAMPLES = 10000
@@ -85,7 +84,7 @@ def main():
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--baseline-epochs", type=int, default=8)
     args = parser.parse_args()
-    data = cli.load_data("mnist")
+    data = kc.datasets.load("mnist")  # arrays: (x, y), (x_test, y_test)
     methods = kc.importance.METHODS
     table = one_shot("lenet_300_100", args.baseline_epochs, data, methods)
     times = scoring_time(data, args.baseline_epochs)
