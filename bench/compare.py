@@ -242,6 +242,7 @@ def benchmark_model(ctx, toolkits=TOOLKITS, runners=None):
 
 from compare_report import (  # noqa: E402,F401
     aggregate,
+    best_label,
     like_for_like,
     markdown,
     readings,

@@ -96,6 +96,10 @@ def test_keras_compress_rows_cover_clustering_qat_and_the_chain(rows):
     assert chain["kernel_sparsity"] == pytest.approx(0.9, abs=0.01)
     assert chain["max_unique_per_kernel"] <= 16
     assert len(chain["stage_seconds"]) == 3
+    # The best recipe: the same overall sparsity, allocated per layer by sensitivity, and its own row.
+    best = ours[("best recipe: prune 90% (auto per-layer targets) -> cluster 16 (+ biases) -> QAT", "int8")]
+    assert best["status"] == "ok", best["reason"]
+    assert best["kernel_sparsity"] == pytest.approx(0.9, abs=0.01) and best["max_unique_per_kernel"] <= 16
 
 
 def test_keras_quantize_rows_are_measured_or_say_why_not(rows):
@@ -160,7 +164,9 @@ def test_several_seeds_are_read_against_their_spread():
         rows += [_row("keras-compress", "QAT int8", seed, ours, 4.0 + seed * 0.1),
                  _row("tfmot", "QAT int8", seed, theirs, 4.1),
                  _row("keras-compress", "prune 90%", seed, 0.95 + 0.01 * (seed - 1), 5.0),
-                 _row("tfmot", "prune 90%", seed, 0.951, 6.0)]
+                 _row("tfmot", "prune 90%", seed, 0.951, 6.0),
+                 _row("keras-compress", compare.best_label(settings), seed, 0.99, 33.0),
+                 _row("tfmot", "prune 90% -> cluster 16 -> PCQAT", seed, 0.98, 32.0)]
     result = {"rows": rows, "settings": settings, "models": {"m": {"dataset": "d"}}, "machine": "-", "versions": {},
               "command": "-", "wall_s": 1.0, "test_samples": 10}
     reading = {r["technique"]: r for r in compare.readings(result)}
@@ -168,6 +174,9 @@ def test_several_seeds_are_read_against_their_spread():
     assert reading["QAT int8"]["accuracy"] == "ahead" and reading["QAT int8"]["ratio"] == "level"
     # Pruning: 95.0% ± 1.0 against 95.1%: level; ratio 5.0 against 6.0 with no spread: behind.
     assert reading["prune 90%"]["accuracy"] == "level" and reading["prune 90%"]["ratio"] == "behind"
+    # The best recipe is read against tfmot's chain.
+    best = reading[compare.best_label(settings)]
+    assert best["theirs"]["technique"] == "prune 90% -> cluster 16 -> PCQAT" and best["ratio"] == "ahead"
     entry = next(e for e in compare.aggregate(rows) if e["toolkit"] == "keras-compress" and e["technique"] == "QAT int8")
     assert entry["litert_accuracy"] == pytest.approx(0.992) and entry["litert_accuracy_spread"] == pytest.approx(0.002)
     text = compare.markdown(result)

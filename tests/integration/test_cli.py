@@ -223,6 +223,20 @@ def test_int8_export_without_data_is_one_line(tmp_path, capsys, lenet_file):
     assert not os.listdir(tmp_path)
 
 
+def test_per_tensor_int8_export_on_the_cli(tmp_path, capsys, lenet_file):
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = tmp_path / "pt.tflite"
+    assert main(["export", lenet_file, "--format", "int8", "--data", "mnist", "--subset", "64", "--per-tensor",
+                 "--calibration-samples", "32", "--out", str(path)]) == 0
+    kernels = [d for d in Interpreter(model_path=str(path)).get_tensor_details()
+               if d["dtype"] == np.int8 and len(d["shape"]) >= 2 and "MatMul" in d["name"]]
+    assert kernels and all(len(d["quantization_parameters"]["scales"]) == 1 for d in kernels)
+    capsys.readouterr()
+    assert main(["export", lenet_file, "--format", "float32", "--per-tensor", "--out", str(tmp_path / "f.tflite")]) == 2
+    assert "--per-tensor needs --format int8" in the_one_error_line(capsys)
+
+
 def test_usage_errors_return_two(capsys):
     assert main(["compress"]) == 2
     assert main(["export", "m.keras", "--format", "int4", "--out", "m.tflite"]) == 2

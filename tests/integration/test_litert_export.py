@@ -164,6 +164,38 @@ def test_int8_io_artifact_takes_int8_and_predicts_floats(model, data, tmp_path):
     assert np.mean(outputs.argmax(-1) == _keras_outputs(model, data).argmax(-1)) >= 0.9
 
 
+def _weight_scales(path):
+    """Scale counts of the int8 tensors of rank >= 2 (the weights), and their distinct values."""
+    interpreter = Interpreter(model_path=str(path))
+    out = []
+    for detail in interpreter.get_tensor_details():
+        if detail["dtype"] == np.int8 and len(detail["shape"]) >= 2:
+            try:
+                values = interpreter.get_tensor(detail["index"])
+            except ValueError:  # an activation: no buffer
+                continue
+            out.append((len(detail["quantization_parameters"]["scales"]), np.unique(values).size))
+    return out
+
+
+def test_per_tensor_int8_keeps_a_clustered_kernel_at_its_shared_values(data, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = _cnn()
+    rng = np.random.default_rng(0)
+    for layer in (l for l in model.layers if hasattr(l, "kernel")):  # every kernel clustered per tensor: 8 values
+        centroids = rng.normal(scale=0.1, size=8).astype("float32")
+        layer.kernel.assign(rng.choice(centroids, size=layer.kernel.shape))
+    per_channel = export.export_litert(model, tmp_path / "pc.tflite", "int8", representative_data=data)
+    per_tensor = export.export_litert(model, tmp_path / "pt.tflite", "int8", representative_data=data,
+                                      per_channel=False)
+    assert any(scales > 1 for scales, _ in _weight_scales(per_channel))
+    assert any(distinct > 8 for _, distinct in _weight_scales(per_channel))  # 8 values x channel scales
+    assert all(scales == 1 and distinct <= 8 for scales, distinct in _weight_scales(per_tensor))
+    assert np.mean(export.litert_predict(per_tensor, data).argmax(-1) == _keras_outputs(model, data).argmax(-1)) >= 0.9
+    with pytest.raises(ValueError, match="per_channel=False sets the weight scales of a calibrated int8"):
+        export.export_litert(model, tmp_path / "f.tflite", "float32", per_channel=False)
+
+
 def test_latency_is_a_positive_number_of_seconds(artifacts):
     seconds = export.litert_latency(
         artifacts["int8"], batch_size=2, runs=3, warmup=1, num_threads=1

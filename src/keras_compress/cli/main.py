@@ -168,9 +168,10 @@ def _cmd_export(args):
 
         calibration, _ = data.train.take(args.calibration_samples)
         kwargs = {"representative_data": calibration, "num_calibration_samples": structure_length(calibration),
-                  "int8_io": args.int8_io}
-    elif args.int8_io:
-        raise ValueError(f"--int8-io needs --format int8 (full integer). Received: --format {args.format}")
+                  "int8_io": args.int8_io, "per_channel": not args.per_tensor}
+    elif args.int8_io or args.per_tensor:
+        flag = "--int8-io" if args.int8_io else "--per-tensor"
+        raise ValueError(f"{flag} needs --format int8 (full integer). Received: --format {args.format}")
     path = litert.export_litert(model, args.out, fmt=args.format, **kwargs)
     size = evaluate.sizes(path)
     print(f"wrote {path} ({args.format}): {size['raw_bytes']:,} bytes (gzip: {size['gzip_bytes']:,} bytes)")
@@ -389,6 +390,9 @@ def build_parser():
     p.add_argument("--out", required=True, metavar="PATH", help="output file (.tflite, or .kcar for archive)")
     p.add_argument("--int8-io", action="store_true",
                    help="with --format int8: int8 input and output tensors too (integer-only accelerators)")
+    p.add_argument("--per-tensor", action="store_true",
+                   help="with --format int8: one weight scale per tensor, not per channel (a model clustered per "
+                        "tensor keeps its shared values, and compresses better)")
     p.add_argument("--calibration-samples", type=_positive_int, default=256, metavar="N",
                    help="training samples used to calibrate int8 (default: 256)")
     p.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N train and test samples")

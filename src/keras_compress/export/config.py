@@ -20,6 +20,12 @@ class ExportConfig(BaseConfig):
             artifact of a model not trained with QAT, >= 1.
         int8_io: the int8 artifact takes and returns int8 tensors (needs
             `"int8"` in `formats`).
+        per_channel: the calibrated int8 artifact has one weight scale per
+            output channel (default) or, with `false`, one per tensor: a
+            model clustered per tensor then stores its shared values as as
+            many int8 values, which compresses better
+            (`export_litert(per_channel=...)`). A QAT model's scales are its
+            QATConfig's.
 
     Raises:
         ValueError: on an unknown or repeated format, a bad sample count, or
@@ -33,6 +39,7 @@ class ExportConfig(BaseConfig):
     formats: tuple = ("keras", "float32", "int8")
     calibration_samples: int = dataclasses.field(default=256, metadata={"minimum": 1})
     int8_io: bool = False
+    per_channel: bool = True
 
     def __post_init__(self):
         formats = self.formats
@@ -51,6 +58,8 @@ class ExportConfig(BaseConfig):
         samples = self.calibration_samples
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise ValueError(f"'calibration_samples' must be an integer >= 1. Received: calibration_samples={samples!r}")
+        if not isinstance(self.per_channel, bool):
+            raise ValueError(f"'per_channel' must be true or false. Received: per_channel={self.per_channel!r}")
         if not isinstance(self.int8_io, bool):
             raise ValueError(f"'int8_io' must be true or false. Received: int8_io={self.int8_io!r}")
         if self.int8_io and "int8" not in self.formats:

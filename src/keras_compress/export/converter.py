@@ -28,6 +28,7 @@ class _Job:
     calibration: object = None  # np.ndarray of samples for "int8" (a dict by input name for several), else None
     int8_io: bool = False
     qat: bool = False  # "int8" from a QAT model: its trained ranges, no calibration
+    per_channel: bool = True  # PTQ "int8": one weight scale per output channel (False: one per tensor)
 
 
 def _converter_kwargs(tf, job):
@@ -56,6 +57,8 @@ def _converter_kwargs(tf, job):
 
         kwargs["representative_dataset"] = representative_dataset
         kwargs["target_spec"] = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}
+        if not job.per_channel:
+            kwargs["_experimental_disable_per_channel"] = True
         if job.int8_io:
             kwargs["inference_input_type"] = tf.int8
             kwargs["inference_output_type"] = tf.int8

@@ -149,9 +149,11 @@ def _write_litert(run, config, fmt, technique, stats):
         x_calibration, _ = run.data.train.take(config.calibration_samples)
         samples = structure_length(x_calibration)
         run.litert.export_litert(run.model, path, fmt=fmt, representative_data=x_calibration,
-                                 num_calibration_samples=samples, int8_io=config.int8_io)
+                                 num_calibration_samples=samples, int8_io=config.int8_io,
+                                 per_channel=config.per_channel)
         notes = f"full integer, calibrated on {samples} training samples" + (
-            "; int8 input and output" if config.int8_io else "")
+            "; int8 input and output" if config.int8_io else "") + (
+            "; one weight scale per tensor" if not config.per_channel else "")
     else:
         run.litert.export_litert(run.model, path, fmt=fmt)
     run.measure_litert(path, technique, fmt, stats, notes=notes)

@@ -112,7 +112,7 @@ def _child_main(spec):
         if item["calibration"]:
             with np.load(item["calibration"]) as saved:
                 calibration = dict(saved) if item.get("named") else saved["samples"]
-        job = _Job(item["fmt"], item["path"], calibration, item["int8_io"], item["qat"])
+        job = _Job(item["fmt"], item["path"], calibration, item["int8_io"], item["qat"], item["per_channel"])
         _convert_in_process(model, job, item["path"])
 
 
@@ -142,7 +142,8 @@ def _convert_in_subprocess(model, jobs, out_paths):
                     np.savez(saved_calibration[key], **(job.calibration if named else {"samples": job.calibration}))
                 calibration_path = saved_calibration[key]
             spec_jobs.append({"fmt": job.fmt, "path": out_path, "qat": job.qat, "named": isinstance(
-                job.calibration, dict), "calibration": calibration_path, "int8_io": job.int8_io})
+                job.calibration, dict), "calibration": calibration_path, "int8_io": job.int8_io,
+                              "per_channel": job.per_channel})
         spec = {
             "model": model_path,
             "qat": qat_spec,
