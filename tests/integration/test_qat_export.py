@@ -374,18 +374,36 @@ def test_a_batchnorm_trained_through_qat_exports_what_keras_predicts(trained_qat
 
 
 def test_a_nearest_clustered_model_goes_through_qat_to_an_int8_file_that_runs(tmp_path):
-    # Nearest-centroid clustering (the default) keeps its current assignments through QAT: the converter
-    # folds a segment mean, not a nearest-centroid search (which left TensorFlow ops in the file).
+    # As tfmot's PCQAT, nearest-centroid clustering (the default) goes on choosing through QAT: weights move
+    # between clusters. Export takes the current centroids as constants (a nearest-centroid search left in
+    # the graph would stay as TensorFlow ops) and gives the latent weights back afterwards.
+    from keras_compress.clustering.api import _clustered_weights
+
     model = builders.layer_model("conv2d")
     x = builders.layer_input("conv2d", 64)
     kc.cluster(model, kc.ClusterConfig(num_clusters=4))
     assert kc.ClusterConfig().assignment == "nearest"
     kc.quantize(model, kc.QATConfig(), calibration_data=x)
-    model.compile("adam", "mse")
-    model.fit(x, np.zeros((64, 3), "float32"), epochs=1, batch_size=16, verbose=0)
+    clustered = [c for _, _, c in _clustered_weights(model)]
+
+    def labels():  # each weight's cluster: the index of its nearest centroid
+        return [np.argmin(np.abs(np.array(c.variable.value)[..., None] - np.array(c.centroids.value)), -1)
+                for c in clustered]
+
+    before = labels()
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    model.fit(x, np.random.default_rng(0).normal(size=(64, 3)).astype("float32"), epochs=2, batch_size=8, verbose=0)
+    assert any((a != b).any() for a, b in zip(before, labels()))  # some weights changed cluster during QAT
+    latent = [c.variable.numpy().copy() for c in clustered]
     path = export_litert(model, str(tmp_path / "clustered.tflite"), "int8")
+    for c, value in zip(clustered, latent):  # export gave the latent weights back
+        np.testing.assert_array_equal(c.variable.numpy(), value)
     np.testing.assert_array_equal(np.argmax(litert_predict(path, x), 1), np.argmax(model.predict(x, verbose=0), 1))
     for _, weight in ops_with_weights(path)[0]:
         values = LiteRTModel(path).interpreter.get_tensor(weight["index"])
         per_channel = values.reshape(values.shape[0], -1)
         assert max(len(np.unique(per_channel[c])) for c in range(per_channel.shape[0])) <= 4 + 1
+    kc.strip(model)  # clustering ends first, then the shared values go onto the int8 grid
+    kernel = next(layer.kernel.numpy() for layer in model.layers if hasattr(layer, "kernel"))
+    columns = kernel.reshape(-1, kernel.shape[-1])
+    assert max(len(np.unique(columns[:, c])) for c in range(columns.shape[1])) <= 4

@@ -13,6 +13,7 @@ exactly zero. With `train_centroids=False` only the constraint acts: each
 weight takes its own optimizer step and the cluster averages them.
 """
 
+import contextlib
 import dataclasses
 import functools
 
@@ -307,6 +308,37 @@ def _clustered_weights(model):
         if state is not None:
             for clustered in state.weights:
                 yield layer, state, clustered
+
+
+@contextlib.contextmanager
+def shared_values_for_export(model):
+    """Within: each nearest-centroid weight holds its current centroids and computes with them as they are.
+
+    For export: the converter cannot evaluate a nearest-centroid search over
+    a large kernel (it would stay as TensorFlow ops the interpreter cannot
+    run), and a file saved for the export subprocess holds the variables, not
+    the views. Afterwards the latent weights and the searches are back, so
+    training goes on as before.
+    """
+    swapped = []
+    try:
+        for _, _, clustered in _clustered_weights(model):
+            if clustered.centroids is None:
+                continue
+            variable = clustered.variable
+            latent = np.array(ops.convert_to_numpy(variable.value))  # a copy: the variable changes below
+            variable.assign(_nearest(clustered, ops.convert_to_tensor(latent)))
+            old = calls.swap_view(clustered.ref.layer, variable, _VIEW_KEY, _as_is)
+            swapped.append((clustered, latent, old))
+        yield
+    finally:
+        for clustered, latent, old in reversed(swapped):
+            clustered.variable.assign(latent)
+            calls.swap_view(clustered.ref.layer, clustered.variable, _VIEW_KEY, old)
+
+
+def _as_is(value):
+    return value
 
 
 def fix_assignments(model, variables=None):

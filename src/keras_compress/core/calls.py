@@ -100,6 +100,18 @@ def add_view(layer, variable, key, fn):
     return True
 
 
+def swap_view(layer, variable, key, fn):
+    """Replaces the view `key` of `variable` on `layer` by `fn`; returns the one it replaced (or None)."""
+    entry = (vars(layer).get(_VIEWS) or {}).get(id(variable))
+    if entry is None:
+        return None
+    for i, (k, old) in enumerate(entry.functions):
+        if k == key:
+            entry.functions[i] = (key, fn)
+            return old
+    return None
+
+
 def remove_views(layer, key):
     """Removes the views added under `key`; the call is restored when none is left."""
     views = vars(layer).get(_VIEWS)

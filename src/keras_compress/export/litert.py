@@ -177,7 +177,10 @@ def _write_atomically(model, jobs):
             )
             os.close(fd)
             temp_paths.append(temp_path)
-        with unrolled(model):  # recurrent layers over a fixed length: builtin ops, int8 kernels
+        from keras_compress.clustering.api import shared_values_for_export
+
+        # Recurrent layers over a fixed length (builtin ops, int8 kernels); nearest-centroid weights as constants.
+        with unrolled(model), shared_values_for_export(model):
             if keras.backend.backend() == "tensorflow":
                 for job, temp_path in zip(jobs, temp_paths):
                     _convert_in_process(model, job, temp_path)

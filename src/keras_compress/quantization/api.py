@@ -128,9 +128,10 @@ def quantize(model, config=None, calibration_data=None, batch_size=64, layers=No
     `export_litert(model, path, "int8")`, which uses the trained ranges, and
     `strip(model)` for a plain float model whose weights lie on the int8
     grid. Prune-then-quantize keeps pruned weights at zero; a clustered
-    model keeps its clusters (a weight clustered with nearest assignments
-    keeps the assignments it has now, and its centroids train: the int8
-    converter cannot evaluate a nearest-centroid search).
+    model keeps its clusters (as tfmot's PCQAT: with nearest assignments
+    the weights keep moving between clusters, the centroid held at zero
+    included, and the centroids train; export takes the current centroids
+    as constants).
 
     Args:
         model: a built Keras model (Sequential, Functional, subclassed,
@@ -191,9 +192,6 @@ def quantize(model, config=None, calibration_data=None, batch_size=64, layers=No
     if calibration_data is not None:
         calibration = _checked_calibration(model, calibration_data)
 
-    from keras_compress.clustering.api import fix_assignments
-
-    fix_assignments(model)  # every clustered weight: a nearest search left in the graph would not convert
     added, constraints = [], []
     graph = ModelGraph(model)
     plans, float_layers, folded = _plan(model, config, chosen, graph, added)
@@ -400,16 +398,20 @@ def strip(model):
     state = get_state(model)
     if state is None:
         return model
+    from keras_compress.clustering import api as clustering
+
     for plan in state.plans:
         if plan.batchnorm is not None:  # a training BatchNormalization: folded now, as the int8 file has it
             fold(model, plan.layer, plan.batchnorm)
+    for variable, constraint in state.constraints:
+        variable.constraint = constraint  # the pruning/clustering constraint it wrapped, if any
+    # Clustering ends first (each weight set to its centroids), so the shared values are what lands on the grid.
+    clustering.strip(model)
     for plan in state.plans:
         for weight in plan.weights:
             weight.variable.assign(
                 fq.fake_quant_weight(weight.variable.value, state.config.weight_bits, weight.axis)
             )
-    for variable, constraint in state.constraints:
-        variable.constraint = constraint  # the pruning/clustering constraint it wrapped, if any
     _unpatch(state)
     variables.remove_variables(state.added)
     detach(model, _STATE_ATTR)

@@ -10,6 +10,7 @@ changed.
 
 import dataclasses
 import math
+import os
 import re
 
 import keras
@@ -309,6 +310,8 @@ def plan_channels(model, config=None, data=None):
         fraction = _fraction_for_macs(graph, groups, scores, config, base["layers"], before)
     elif config.params_target is not None:
         fraction = _fraction_for_params(model, graph, groups, scores, config, before)
+    elif config.latency_target is not None:
+        fraction = _fraction_for_latency(model, graph, groups, scores, config, before)
     keep = _choose(groups, scores, fraction, config)
     return ChannelPlan(graph, groups, keep, fraction, before, _macs_after(graph, keep, base["layers"]), curves)
 
@@ -327,6 +330,31 @@ def _fraction_for_params(model, graph, groups, scores, config, before_macs):
 
     return _fraction_for_budget(params_at, model.count_params(), config.params_target, "params_target",
                                 "parameters", groups, config)
+
+
+def _fraction_for_latency(model, graph, groups, scores, config, before_macs):
+    """The uniform fraction whose built model's measured LiteRT batch-1 latency fits `latency_target`."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="keras_compress_latency_") as work:
+        def latency_at(fraction):
+            if fraction == 0.0:
+                return measure_latency(model, work, config.latency_runs)
+            keep = _choose(groups, scores, fraction, config)
+            pruned = build_pruned(model, ChannelPlan(graph, groups, keep, fraction, before_macs, before_macs))
+            return measure_latency(pruned, work, config.latency_runs)
+
+        return _fraction_for_budget(latency_at, latency_at(0.0), config.latency_target, "latency_target",
+                                    "batch-1 latency", groups, config)
+
+
+def measure_latency(model, work_dir, runs):
+    """Median seconds of one batch-1 invoke of `model` as a float32 `.tflite` (one interpreter thread)."""
+    from keras_compress.export.litert import export_litert
+    from keras_compress.export.measure import litert_latency
+
+    path = export_litert(model, os.path.join(work_dir, "probe.tflite"))
+    return litert_latency(path, batch_size=1, runs=runs, warmup=10, num_threads=1)
 
 
 def _fraction_for_budget(measure_at, total, target, name, what, groups, config):

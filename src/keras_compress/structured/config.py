@@ -33,6 +33,13 @@ class ChannelPruneConfig(BaseConfig):
             (0, 1]: a budget in parameters instead of MACs, found the same way
             (each bisection step counts the parameters of the model it
             builds). Not with `macs_target`.
+        latency_target: keep at most this share of the model's measured
+            LiteRT batch-1 latency, in (0, 1]: each bisection step exports
+            the model it builds to a float32 `.tflite` and times it (median
+            of `latency_runs` invokes, one interpreter thread), so it costs
+            a conversion per step (12 steps) and needs TensorFlow; timings
+            are noisy, so leave a margin. One budget at a time.
+        latency_runs: timed invokes per latency measurement, >= 1.
         round_to: kept channel counts are multiples of this (SIMD kernels
             run fastest on multiples of 4 or 8), never more than the group has.
         min_channels: a group keeps at least this many channels.
@@ -62,6 +69,8 @@ class ChannelPruneConfig(BaseConfig):
     seed: int = 0
     allocation: str = "uniform"
     params_target: float | None = None
+    latency_target: float | None = None
+    latency_runs: int = dataclasses.field(default=200, metadata={"minimum": 1})
 
     def __post_init__(self):
         if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) or not 0 <= self.fraction < 1:
@@ -80,12 +89,23 @@ class ChannelPruneConfig(BaseConfig):
         ):
             raise ValueError("params_target must be None or a number in (0, 1]. "
                              f"Received: params_target={self.params_target!r}")
-        if self.params_target is not None and self.macs_target is not None:
-            raise ValueError("set one budget: macs_target or params_target. "
-                             f"Received: macs_target={self.macs_target!r}, params_target={self.params_target!r}")
-        if self.allocation == "sensitivity" and self.params_target is not None:
+        if self.latency_target is not None and (
+            isinstance(self.latency_target, bool) or not isinstance(self.latency_target, (int, float))
+            or not 0 < self.latency_target <= 1
+        ):
+            raise ValueError("latency_target must be None or a number in (0, 1]. "
+                             f"Received: latency_target={self.latency_target!r}")
+        budgets = {name: getattr(self, name) for name in ("macs_target", "params_target", "latency_target")
+                   if getattr(self, name) is not None}
+        if len(budgets) > 1:
+            raise ValueError("set one budget: macs_target, params_target or latency_target. Received: "
+                             + ", ".join(f"{k}={v!r}" for k, v in budgets.items()))
+        if self.allocation == "sensitivity" and (self.params_target is not None or self.latency_target is not None):
+            other = "params_target" if self.params_target is not None else "latency_target"
             raise ValueError("allocation='sensitivity' spends a MACs budget: use macs_target with it "
-                             f"(received params_target={self.params_target!r})")
+                             f"(received {other}={budgets[other]!r})")
+        if isinstance(self.latency_runs, bool) or not isinstance(self.latency_runs, int) or self.latency_runs < 1:
+            raise ValueError(f"latency_runs must be an integer >= 1. Received: latency_runs={self.latency_runs!r}")
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"allocation must be one of {list(ALLOCATIONS)}. Received: allocation={self.allocation!r}")
         if self.allocation == "sensitivity" and self.macs_target is None:

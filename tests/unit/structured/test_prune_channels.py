@@ -257,6 +257,41 @@ def test_a_params_target_is_met_on_the_built_model():
         ChannelPruneConfig(params_target=1.5)
 
 
+def test_a_latency_target_bisects_on_the_measured_latency_of_each_built_model(monkeypatch):
+    from keras_compress.structured import api
+
+    measured = []
+
+    def fake_latency(model, work_dir, runs):  # deterministic: a latency proportional to the MACs
+        measured.append(model)
+        return 1e-3 * macs(model)["total"] / 1e6
+
+    monkeypatch.setattr(api, "measure_latency", fake_latency)
+    model = zoo.mobilenet_v2_tiny()
+    small = prune_channels(model, ChannelPruneConfig(fraction=0.9, latency_target=0.5))
+    assert measured[0] is model and len(measured) > 10  # the baseline, then one model per bisection step
+    assert 0.35 * macs(model)["total"] < macs(small)["total"] <= 0.5 * macs(model)["total"]
+    with pytest.raises(ValueError, match="latency_target=0.001 cannot be met"):
+        plan_channels(model, ChannelPruneConfig(fraction=0.5, latency_target=0.001))
+    with pytest.raises(ValueError, match="set one budget"):
+        ChannelPruneConfig(params_target=0.5, latency_target=0.5)
+    with pytest.raises(ValueError, match="allocation='sensitivity' spends a MACs budget"):
+        ChannelPruneConfig(allocation="sensitivity", latency_target=0.5)
+    with pytest.raises(ValueError, match="latency_runs must be an integer >= 1"):
+        ChannelPruneConfig(latency_runs=0)
+
+
+@pytest.mark.tensorflow
+def test_a_latency_target_measures_real_litert_files(tmp_path):
+    pytest.importorskip("tensorflow")
+    from keras_compress.structured.api import measure_latency
+
+    model = zoo.mobilenet_v2_tiny()
+    small = prune_channels(model, ChannelPruneConfig(fraction=0.9, latency_target=0.8, latency_runs=20))
+    assert small.count_params() < model.count_params()
+    assert measure_latency(small, str(tmp_path), 50) > 0
+
+
 @pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "random"])
 def test_every_importance_prunes_the_same_counts(importance):
     small = prune_channels(plain_cnn(), ChannelPruneConfig(fraction=0.5, importance=importance))
