@@ -121,6 +121,20 @@ def _max_unique_per_kernel(model):
     return max(len(np.unique(keras.ops.convert_to_numpy(w.value))) for w in model.weights if len(w.shape) >= 2)
 
 
+def _max_unique_per_channel(model):
+    """Distinct values (zero included) in any output channel of any kernel: after QAT's strip a tensor's
+    shared values sit on each channel's own int8 grid, so a channel holds at most the clusters and zero."""
+    most = 0
+    for w in model.weights:
+        if len(w.shape) < 2:
+            continue
+        values = np.asarray(keras.ops.convert_to_numpy(w.value))
+        axis = -2 if values.ndim == 4 and values.shape[-1] == 1 else -1  # depthwise: the channel axis
+        columns = np.moveaxis(values, axis, -1).reshape(-1, values.shape[axis])
+        most = max(most, max(len(np.unique(columns[:, c])) for c in range(columns.shape[1])))
+    return most
+
+
 def _paired(ctx, prepare, callbacks=()):
     s = ctx.settings
     if s.overhead_pairs == 0:
@@ -209,6 +223,7 @@ def _kc_chain(ctx, best=False):
                    keras_accuracy=accuracy, finetune_s=prune_s + cluster_s + qat_s,
                    stage_seconds=[prune_s, cluster_s, qat_s], kernel_sparsity=sparsity,
                    max_unique_per_kernel=_max_unique_per_kernel(model),
+                   max_unique_per_channel=_max_unique_per_channel(model),
                    notes="QAT keeps the zeros and the clusters (their constraints stay on); ranges from QAT")
     return [measure_artifact(ctx, row, path)]
 
