@@ -268,6 +268,29 @@ def test_failed_conversion_leaves_no_partial_file(model, tmp_path, monkeypatch):
     assert target.read_bytes() == b"previous artifact"
 
 
+def test_a_converter_failure_reads_as_a_few_lines_not_a_dump(model, tmp_path, monkeypatch):
+    """What a user saw from DenseNet121 before its rule existed: MLIR locations, notes and a stack dump."""
+    mlir = ("<unknown>:0: error: loc(callsite(\"densenet121/pool2_pool/AvgPool@__inference_serving_default_1\" at "
+            "fused[\"StatefulPartitionedCall:\"])): 'tfl.average_pool_2d' op quantization parameters violate the "
+            "same scale constraint: !quant.uniform<i8:f32, 0.1> vs. !quant.uniform<i8:f32, 0.2>\n"
+            "<unknown>:0: note: loc(\"StatefulPartitionedCall\"): called from\n" + "  frame\n" * 200)
+
+    def refuse(self, *args, **kwargs):
+        os.write(2, b"converter chatter " * 50)
+        raise Exception(mlir)  # tf's ConverterError is an Exception subclass with such text
+
+    monkeypatch.setattr(keras.Model, "export", refuse)
+    with pytest.raises(litert.ConversionError) as caught:
+        export.export_litert(model, tmp_path / "m.tflite")
+    message = str(caught.value)
+    assert message == ("The LiteRT converter could not convert the model to fmt='float32': 'tfl.average_pool_2d' op "
+                       "quantization parameters violate the same scale constraint: !quant.uniform<i8:f32, 0.1> vs. "
+                       "!quant.uniform<i8:f32, 0.2>")
+    assert "converter chatter" in caught.value.converter_log and "frame" in str(caught.value.__cause__)
+    assert os.listdir(tmp_path) == []
+    assert litert._summary(ValueError("\n\nno error lines here\nsecond")) == "no error lines here"
+
+
 def test_litert_predict_rejects_misshapen_input(artifacts):
     with pytest.raises(ValueError, match=r"\(12, 12\) does not fit .* \(12, 12, 1\)"):
         export.litert_predict(artifacts["float32"], np.zeros((2, 12, 12), np.float32))

@@ -17,6 +17,16 @@ def _input_names(model):
         return []
 
 
+def in_model_structure(model, arrays_by_name):
+    """Arrays by input name, arranged as `model` takes them: a dict keyed as its
+    own input dict (a Functional built on `{key: keras.Input(...)}`), else a list
+    in `model.inputs` order."""
+    structure = getattr(model, "input", None)
+    if isinstance(structure, dict):
+        return {key: arrays_by_name[tensor.name.split(":")[0].split("/")[0]] for key, tensor in structure.items()}
+    return [arrays_by_name[name] for name in _input_names(model)]
+
+
 def _named_calibration(model, representative_data, num_calibration_samples, what="representative_data"):
     """Calibration for a model with several inputs: a dict by input name, each array checked.
 

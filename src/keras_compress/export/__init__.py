@@ -14,6 +14,7 @@ Example:
 from keras_compress.export.config import EXPORT_FORMATS, LITERT_FORMATS, ExportConfig
 from keras_compress.export.litert import (
     FORMATS,
+    ConversionError,
     LiteRTModel,
     export_all,
     export_litert,
@@ -23,6 +24,7 @@ from keras_compress.export.litert import (
 )
 
 __all__ = [
+    "ConversionError",
     "EXPORT_FORMATS",
     "ExportConfig",
     "LITERT_FORMATS",

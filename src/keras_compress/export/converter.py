@@ -65,9 +65,49 @@ def _converter_kwargs(tf, job):
     return kwargs
 
 
+class ConversionError(RuntimeError):
+    """The LiteRT converter refused a model: the message says why in a few lines.
+
+    `converter_log` holds what TensorFlow wrote during the conversion (its
+    last 20,000 characters) and `__cause__` the converter's own exception.
+    """
+
+    def __init__(self, message, converter_log=""):
+        super().__init__(message)
+        self.converter_log = converter_log
+
+
+def _without_location(reason):
+    """Drops MLIR's leading `loc(...)` (nested parentheses) from a diagnostic."""
+    if not reason.startswith("loc("):
+        return reason
+    depth = 0
+    for i, char in enumerate(reason[3:], start=3):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0:
+            return reason[i + 1:].lstrip(": ").strip()
+    return reason
+
+
+def _summary(error, log=""):
+    """The converter's reasons, without MLIR locations and stack dumps: its `error:` lines, else its first line."""
+    reasons = []
+    for line in f"{error}\n{log}".splitlines():
+        if "error:" not in line:
+            continue
+        reason = _without_location(line.split("error:", 1)[1].strip())
+        if reason and reason not in reasons:
+            reasons.append(reason)
+    if not reasons:
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+        reasons = [first or type(error).__name__]
+    shown = "; ".join(reason[:300] for reason in reasons[:3])
+    return shown + (f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else "")
+
+
 @contextlib.contextmanager
-def _quiet_tensorflow(tf):
-    """Hides TensorFlow's chatter during a conversion; replays it on failure.
+def _quiet_tensorflow(tf, log):
+    """Hides TensorFlow's chatter during a conversion; on failure, keeps it in `log` (a list).
 
     The converter's C++ code writes to file descriptor 2 directly (e.g.
     "fully_quantize: 0, inference_type: 6, ..."), which neither Python's
@@ -111,9 +151,7 @@ def _quiet_tensorflow(tf):
                 os.close(saved_fd)
                 if failed:
                     sink.seek(0)
-                    captured = sink.read()[-20000:]
-                    if captured:
-                        os.write(2, captured)
+                    log.append(sink.read()[-20000:].decode("utf-8", "replace"))
     finally:
         logger.setLevel(logger_level)
         if absl_logging is not None:
@@ -121,9 +159,18 @@ def _quiet_tensorflow(tf):
 
 
 def _convert_in_process(model, job, out_path):
+    """Converts with Keras's `model.export`; a converter failure becomes a `ConversionError` of a few lines."""
     tf = _import_tensorflow()
-    with _quiet_tensorflow(tf), _qat_mode(model, job):
-        model.export(out_path, format="litert", verbose=False, **_converter_kwargs(tf, job))
+    log = []
+    try:
+        with _quiet_tensorflow(tf, log), _qat_mode(model, job):
+            model.export(out_path, format="litert", verbose=False, **_converter_kwargs(tf, job))
+    except (KeyboardInterrupt, ImportError):
+        raise
+    except Exception as error:  # noqa: BLE001 - the converter raises many types (ConverterError, ValueError, ...)
+        text = "".join(log)
+        raise ConversionError(f"The LiteRT converter could not convert the model to fmt={job.fmt!r}: "
+                              f"{_summary(error, text)}", text) from error
 
 
 @contextlib.contextmanager

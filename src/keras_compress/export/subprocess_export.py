@@ -18,7 +18,7 @@ import zipfile
 
 import numpy as np
 
-from keras_compress.export.converter import _convert_in_process, _Job
+from keras_compress.export.converter import ConversionError, _convert_in_process, _Job
 from keras_compress.export.deps import _INSTALL_HINT
 
 _STDERR_TAIL_LINES = 25
@@ -113,7 +113,12 @@ def _child_main(spec):
             with np.load(item["calibration"]) as saved:
                 calibration = dict(saved) if item.get("named") else saved["samples"]
         job = _Job(item["fmt"], item["path"], calibration, item["int8_io"], item["qat"], item["per_channel"])
-        _convert_in_process(model, job, item["path"])
+        try:
+            _convert_in_process(model, job, item["path"])
+        except ConversionError as error:  # the parent raises it again, as a few lines
+            with open(spec["error_path"], "w") as f:
+                json.dump({"message": str(error), "log": error.converter_log}, f)
+            sys.exit(3)
 
 
 def _convert_in_subprocess(model, jobs, out_paths):
@@ -149,6 +154,7 @@ def _convert_in_subprocess(model, jobs, out_paths):
             "qat": qat_spec,
             "jobs": spec_jobs,
             "package_root": _PACKAGE_ROOT,
+            "error_path": os.path.join(work, "error.json"),
             # Appended in the child, so modules importable here (a user's
             # custom layers) are importable there without shadowing anything.
             "sys_path": [p for p in sys.path if p],
@@ -165,6 +171,10 @@ def _convert_in_subprocess(model, jobs, out_paths):
             [sys.executable, "-c", _CHILD_PROGRAM, spec_path],
             env=env, capture_output=True, text=True, check=False,
         )
+        if os.path.exists(spec["error_path"]):
+            with open(spec["error_path"]) as f:
+                refused = json.load(f)
+            raise ConversionError(refused["message"], refused["log"])
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-_STDERR_TAIL_LINES:])
         raise RuntimeError(

@@ -245,14 +245,13 @@ def _checked_calibration(model, data):
 
 
 def _batches(model, data, batch_size):
-    """The model's inputs in batches: arrays, or lists in the model's input order for a dict by name."""
+    """The model's inputs in batches: arrays, or (for a dict by name) the structure the model takes."""
     if isinstance(data, dict):
-        from keras_compress.core.samples import _input_names
+        from keras_compress.core.samples import in_model_structure
 
-        names = _input_names(model)
-        count = len(data[names[0]])
+        count = len(next(iter(data.values())))
         for start in range(0, count, batch_size):
-            yield [data[n][start:start + batch_size] for n in names]
+            yield in_model_structure(model, {n: a[start:start + batch_size] for n, a in data.items()})
         return
     for start in range(0, len(data), batch_size):
         yield data[start:start + batch_size]

@@ -481,6 +481,25 @@ def test_a_model_with_two_inputs_calibrates_from_a_list_or_a_dict_by_name():
         kc.quantize(two_inputs(), kc.QATConfig(), calibration_data=[x1, x2[:10]])
 
 
+def test_a_model_built_on_a_dict_of_inputs_calibrates_with_its_nested_dict_backbone():
+    """As keras-hub's text backbones are used: `{"ids": ..., "mask": ...}` into a nested Functional that
+    takes the same dict (calibration used to call the model with a list, which such a backbone refuses)."""
+    builders.seeded()
+    ids, mask = keras.Input((5,), dtype="int32", name="ids"), keras.Input((5,), dtype="int32", name="mask")
+    embedded = layers.Embedding(20, 4, name="embed")(ids)
+    gated = layers.Multiply()([embedded, layers.Reshape((5, 1))(ops.cast(mask, "float32"))])
+    backbone = keras.Model({"ids": ids, "mask": mask}, layers.GlobalAveragePooling1D()(gated), name="backbone")
+    inputs = {"mask": keras.Input((5,), dtype="int32", name="mask"), "ids": keras.Input((5,), dtype="int32", name="ids")}
+    model = keras.Model(inputs, layers.Dense(3, name="head")(backbone(inputs)))
+    rng = np.random.default_rng(0)
+    data = {"ids": rng.integers(0, 20, (16, 5)).astype("int32"), "mask": np.ones((16, 5), "int32")}
+    before = keras.ops.convert_to_numpy(model(data))
+    kc.quantize(model, kc.QATConfig(), calibration_data=data)
+    assert "head/output" in kc.quantization.quantization_ranges(model)
+    low, high = kc.quantization.quantization_ranges(model)["head/output"]
+    # The head's range is measured on these logits (its int8 weights move them by less than a step).
+    np.testing.assert_allclose([low, high], [min(before.min(), 0), max(before.max(), 0)], atol=(high - low) / 255)
+
 def _folded_reference(model, x, ranges):
     """The same weights quantized with BatchNormalization folded once and frozen, on the same ranges."""
     from keras_compress.quantization.planning import _ensure_bias

@@ -1,0 +1,61 @@
+"""bench/architectures.py (issue #19's coverage table) on two small keras.applications architectures."""
+
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_compress as kc
+
+pytestmark = pytest.mark.tensorflow
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "bench"))
+
+import architectures  # noqa: E402
+
+
+@pytest.mark.parametrize("name, overrides", [("MobileNet", {"alpha": 0.25}),
+                                             ("MobileNetV3Small", {"alpha": 0.75, "minimalistic": True})])
+def test_a_small_architecture_goes_through_every_stage_to_the_interpreter(name, overrides, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = architectures.build_application(name, **overrides)
+    row = architectures.pipeline(model, str(tmp_path), samples=32)
+    assert row["reason"] is None and row["stage"] == "interpreter", row
+    assert set(row["seconds"]) == set(architectures.COLUMNS)
+    assert 0 < row["seconds"]["converter"] < row["seconds"]["export int8"]
+    assert 0 < row["own_share"] < 1 and row["int8_bytes"] > 0
+    # The int8 file computes what the Keras QAT model does (random weights: within a few output steps).
+    assert row["relative_difference"] < 0.05 and row["agreement"] >= 0.75, row
+
+
+def test_a_failing_stage_is_a_row_with_its_reason_not_a_traceback(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise ValueError("clustering refused this\nsecond line\n  File 'x.py', line 1")
+
+    monkeypatch.setattr(kc, "cluster", refuse)
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(keras.layers.Conv2D(4, 3)(inputs))))
+    row = architectures.pipeline(model, str(tmp_path), samples=16)
+    assert row["stage"] == "save/load"
+    assert row["reason"] == "cluster: ValueError: clustering refused this"
+    assert "qat" not in row["seconds"] and "agreement" not in row
+    out = tmp_path / "rows"
+    out.mkdir()
+    architectures._append(str(out / "coverage.jsonl"), dict(row, model="tiny"))
+    table = architectures.markdown(architectures.read_rows(str(out / "coverage.jsonl")))
+    assert "| tiny |" in table and "cluster: ValueError: clustering refused this |" in table
+    assert "0 of 1 through to the stock interpreter" in table
+    assert json.loads((out / "coverage.jsonl").read_text())["stage"] == "save/load"
+
+
+def test_random_inputs_fit_each_input_kind():
+    ids, mask = keras.Input((4,), dtype="int32", name="token_ids"), keras.Input((4,), dtype="int32", name="padding_mask")
+    model = keras.Model({"token_ids": ids, "padding_mask": mask},
+                        keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Embedding(128, 2)(ids))))
+    x = architectures.random_inputs(model, 5)
+    assert set(x) == {"token_ids", "padding_mask"} and (x["padding_mask"] == 1).all()
+    assert x["token_ids"].dtype == np.int32 and 0 < x["token_ids"].min() and x["token_ids"].max() < 128
