@@ -117,18 +117,17 @@ def _kernel_sparsity(model):
     return zeros / max(1, sum(int(np.prod(w.shape)) for w in kernels))
 
 
-def _max_unique_per_kernel(model):
-    return max(len(np.unique(keras.ops.convert_to_numpy(w.value))) for w in model.weights if len(w.shape) >= 2)
-
-
-def _max_unique_per_channel(model):
-    """Distinct values (zero included) in any output channel of any kernel: after QAT's strip a tensor's
-    shared values sit on each channel's own int8 grid, so a channel holds at most the clusters and zero."""
+def _max_unique(model, per_channel=False):
+    """Distinct values (zero included) in any kernel, or in any output channel of any kernel: after QAT's strip
+    a tensor's shared values sit on each channel's own int8 grid, so a channel holds at most the clusters and zero."""
     most = 0
     for w in model.weights:
         if len(w.shape) < 2:
             continue
         values = np.asarray(keras.ops.convert_to_numpy(w.value))
+        if not per_channel:
+            most = max(most, len(np.unique(values)))
+            continue
         axis = -2 if values.ndim == 4 and values.shape[-1] == 1 else -1  # depthwise: the channel axis
         columns = np.moveaxis(values, axis, -1).reshape(-1, values.shape[axis])
         most = max(most, max(len(np.unique(columns[:, c])) for c in range(columns.shape[1])))
@@ -173,7 +172,7 @@ def _kc_cluster(ctx):
     accuracy = kc.evaluate.keras_accuracy(model, ctx.x_test, ctx.y_test)
     timing = _paired(ctx, lambda m: kc.cluster(m, config), [kc.ClusteringCallback()])
     common = dict(keras_accuracy=accuracy, finetune_s=seconds, overhead=timing["overhead"],
-                  overhead_detail=timing, max_unique_per_kernel=_max_unique_per_kernel(model))
+                  overhead_detail=timing, max_unique_per_kernel=_max_unique(model))
     return _float_and_int8_rows(ctx, model, technique, "kc_cluster", "cluster, ClusteringCallback, strip", common)
 
 
@@ -222,8 +221,8 @@ def _kc_chain(ctx, best=False):
     row = make_row(ctx, "keras-compress", label, "int8",
                    keras_accuracy=accuracy, finetune_s=prune_s + cluster_s + qat_s,
                    stage_seconds=[prune_s, cluster_s, qat_s], kernel_sparsity=sparsity,
-                   max_unique_per_kernel=_max_unique_per_kernel(model),
-                   max_unique_per_channel=_max_unique_per_channel(model),
+                   max_unique_per_kernel=_max_unique(model),
+                   max_unique_per_channel=_max_unique(model, per_channel=True),
                    notes="QAT keeps the zeros and the clusters (their constraints stay on); ranges from QAT")
     return [measure_artifact(ctx, row, path)]
 

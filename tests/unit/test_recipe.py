@@ -238,11 +238,19 @@ def test_a_cluster_step_round_trips():
         ("  - quantize: {calibration_samples: 0}\n", "calibration_samples"),
         ("  - quantize: {}\n  - quantize: {}\n", "recipe step 2 \\(quantize\\): the model is already prepared"),
         ("  - quantize: {}\n  - prune: {target_sparsity: 0.5}\n", "recipe step 2 \\(prune\\): prune after quantize"),
+        ("  - quantize: {}\n  - export: {formats: [int8], per_channel: false}\n",
+         "recipe step 2 \\(export\\): per_channel: false sets .* set per_channel: false in the quantize step"),
     ],
 )
 def test_bad_quantize_steps_are_named(steps, match):
     with pytest.raises(RecipeError, match=match):
         load_recipe("steps:\n" + steps)
+
+
+def test_per_tensor_export_without_quantize_or_int8_is_accepted():
+    assert load_recipe("steps:\n  - export: {formats: [int8], per_channel: false}\n").steps[0].per_channel is False
+    load_recipe("steps:\n  - quantize: {per_channel: false}\n  - export: {formats: [int8]}\n")
+    load_recipe("steps:\n  - quantize: {}\n  - export: {formats: [float32], per_channel: false}\n")
 
 
 def test_shipped_qat_recipes_parse_and_round_trip():

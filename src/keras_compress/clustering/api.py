@@ -24,7 +24,7 @@ from keras import ops
 from keras_compress.clustering.config import ClusterConfig
 from keras_compress.core import calls, variables, walk
 from keras_compress.core.state import (
-    attach, detach, register_stripper, reset_compiled_functions, states_for_training,
+    SHARE, attach, detach, register_stripper, reset_compiled_functions, states_for_training,
 )
 from keras_compress.ops import kmeans as km
 from keras_compress.pruning import api as pruning_api
@@ -409,9 +409,12 @@ def _split(clustered, channel_index):
         constraint = getattr(constraint, "inner", None)
 
 
-@register_stripper
+@register_stripper(order=SHARE)
 def strip(model):
-    """Removes clustering state: shares values a last time, restores constraints."""
+    """Removes clustering state: shares values a last time, restores constraints.
+
+    It runs after QAT has unwrapped the constraints it wrapped and before QAT puts the shared values on
+    the int8 grid (`core.state`'s orders)."""
     for layer in walk.iter_layers(model):
         state = get_state(layer)
         if state is None:

@@ -5,23 +5,26 @@ layers) and registers a function that strips it; `keras_compress.strip`
 runs them all, so one call leaves a plain Keras model whatever was applied.
 """
 
-_STRIPPERS = []
+_STRIPPERS = []  # (order, registration index, fn), run in that order
+# The orders the techniques use: a technique applied on top of others (QAT after pruning or clustering) first
+# unwraps the constraints it wrapped; clustering then sets each weight to its shared values; then what puts
+# weights on a grid (QAT) runs; the rest (pruning's masks, regularisers) after.
+UNWRAP, SHARE, QUANTIZE, DEFAULT = 0, 10, 20, 50
 _TRAINING_CALLBACKS = {}  # name -> (is_active(model), make_callback())
 _SUMMARIES = {}  # name -> summary(model), rows recorded before a strip
 
 
-def register_stripper(fn=None, *, first=False):
+def register_stripper(fn=None, *, order=DEFAULT):
     """Registers `fn(model)`, called by `strip` (a decorator).
 
-    `first=True` runs it before the others: a technique applied on top of
-    the others (QAT after pruning or clustering) wraps their constraints and
-    must unwrap them before they restore their own.
+    `strip` runs the functions by `order` (ties in registration order):
+    `UNWRAP` for a technique that wrapped other techniques' constraints,
+    `SHARE` for clustering's shared values, `QUANTIZE` for what puts weights
+    on an integer grid, `DEFAULT` for the rest.
     """
     def register(fn):
-        if first:
-            _STRIPPERS.insert(0, fn)
-        else:
-            _STRIPPERS.append(fn)
+        _STRIPPERS.append((order, len(_STRIPPERS), fn))
+        _STRIPPERS.sort(key=lambda entry: entry[:2])
         return fn
 
     return register(fn) if fn is not None else register
@@ -45,7 +48,7 @@ def strip(model):
     >>> model = keras_compress.strip(model)
     >>> model.save("compressed.keras")
     """
-    for fn in _STRIPPERS:
+    for _, _, fn in _STRIPPERS:
         fn(model)
     return model
 

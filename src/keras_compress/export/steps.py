@@ -10,12 +10,10 @@ artifact: `model.keras`, `model.kcar`, `model_<fmt>.tflite`.
 
 import dataclasses
 import os
-
-from keras_compress.data.split import structure_length
 import sys
 
-
 from keras_compress.core.steps import Step, fail, register_step, where
+from keras_compress.data.split import structure_length
 from keras_compress.export.config import ExportConfig
 
 KERAS_NAME = "model.keras"
@@ -62,6 +60,12 @@ class ExportStep(Step):
             fail(where(exports[1], self.name), f"a recipe exports once; export steps found at {exports}")
         if index != len(steps):
             fail(where(index, self.name), "export must be the last step")
+        quantized = any(step.name == "quantize" for step in steps[: index - 1])
+        if quantized and self.settings.get("per_channel") is False and "int8" in self.to_config().formats:
+            fail(where(index, self.name), "per_channel: false sets the weight scales of a calibrated "
+                                          "(post-training) int8 artifact; this recipe's int8 file comes from its "
+                                          "quantize step, whose scales QAT trained: set per_channel: false in "
+                                          "the quantize step instead")
 
     def run(self, run, index):
         config = self.to_config()

@@ -35,7 +35,7 @@ from keras import ops
 
 from keras_compress.core import variables, walk
 from keras_compress.core.graph import ModelGraph
-from keras_compress.core.state import attach, detach, register_stripper, reset_compiled_functions
+from keras_compress.core.state import QUANTIZE, UNWRAP, attach, detach, register_stripper, reset_compiled_functions
 from keras_compress.ops import fake_quant as fq
 from keras_compress.quantization.config import QATConfig
 from keras_compress.quantization.patching import _patch, _unpatch
@@ -384,7 +384,23 @@ def detach_for_saving(model):
     return restore
 
 
-@register_stripper(first=True)
+@register_stripper(order=UNWRAP)
+def _unwrap(model):
+    """QAT's first part of `strip`: a training BatchNormalization folded, the wrapped constraints given back
+    (clustering's strip, next, then sets each weight to its centroids: those shared values land on the grid)."""
+    state = get_state(model)
+    if state is None or state.unwrapped:
+        return model
+    for plan in state.plans:
+        if plan.batchnorm is not None:  # a training BatchNormalization: folded now, as the int8 file has it
+            fold(model, plan.layer, plan.batchnorm)
+    for variable, constraint in state.constraints:
+        variable.constraint = constraint  # the pruning/clustering constraint it wrapped, if any
+    state.unwrapped = True
+    return model
+
+
+@register_stripper(order=QUANTIZE)
 def strip(model):
     """Removes QAT from `model`: plain calls, weights on their integer grid.
 
@@ -392,20 +408,17 @@ def strip(model):
     with its moving statistics. Batch normalizations that were folded stay as identities (their
     variables hold mean 0, variance 1 - epsilon, scale 1, offset 0), so the
     model loads without custom objects. A model not prepared by `quantize`
-    is returned unchanged.
+    is returned unchanged. Called alone (not through `keras_compress.strip`),
+    it ends clustering too, in the order `strip` would.
     """
     state = get_state(model)
     if state is None:
         return model
-    from keras_compress.clustering import api as clustering
+    if not state.unwrapped:
+        from keras_compress.clustering import api as clustering
 
-    for plan in state.plans:
-        if plan.batchnorm is not None:  # a training BatchNormalization: folded now, as the int8 file has it
-            fold(model, plan.layer, plan.batchnorm)
-    for variable, constraint in state.constraints:
-        variable.constraint = constraint  # the pruning/clustering constraint it wrapped, if any
-    # Clustering ends first (each weight set to its centroids), so the shared values are what lands on the grid.
-    clustering.strip(model)
+        _unwrap(model)
+        clustering.strip(model)
     for plan in state.plans:
         for weight in plan.weights:
             weight.variable.assign(

@@ -97,6 +97,7 @@ class QATState:
     exporting: bool = False
     holding: bool = False  # training-mode calls leave the ranges where they are (BatchNormalization recalibration)
     needs_retrace: bool = True
+    unwrapped: bool = False  # strip's first part ran (constraints given back); its second puts weights on the grid
 
 
 def _add_variable(layer, name, value, state_added):
