@@ -30,10 +30,10 @@ demo: install
 test: dev test-tf test-jax
 
 test-tf: dev
-	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -p no:cacheprovider tests
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
 
 test-jax: dev
-	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider -m "not tensorflow" tests/unit
+	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider --durations=10 -m "not tensorflow" tests/unit
 
 bench: install
 	KERAS_BACKEND=tensorflow $(PY) bench/pruning.py --baseline-epochs 8 --out bench/results

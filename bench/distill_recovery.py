@@ -71,6 +71,8 @@ def main(argv=None):
     parser.add_argument("--train-epochs", type=int, default=4)
     parser.add_argument("--temperature", type=float, default=4.0)
     parser.add_argument("--weight", type=float, default=0.7)
+    parser.add_argument("--stale-batchnorm", action="store_true",
+                        help="keep the trained original's moving statistics as fit left them (the earlier runs)")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     args.out = args.out or os.path.join(ROOT, "bench", "results", f"distill_{args.technique}")
@@ -81,6 +83,12 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     model = kc.zoo.bn_cnn()
     kc.zoo.train(model, x[: args.train_samples], y[: args.train_samples], epochs=args.train_epochs, verbose=0)
+    if not args.stale_batchnorm:
+        # As every fine-tuning here ends (FinetuneConfig.recalibrate_batchnorm): the original's moving statistics
+        # re-measured, so the teacher is not handicapped against its students by stale statistics.
+        from keras_compress.training.batchnorm import recalibrate_batchnorm
+
+        recalibrate_batchnorm(model, x[: args.train_samples])
 
     def copy_model():
         clone = keras.models.clone_model(model)
@@ -119,7 +127,8 @@ def main(argv=None):
                    f"({keras.backend.backend()})",
         "command": f"python bench/distill_recovery.py --technique {args.technique} --seeds {args.seeds} "
                    f"--train-samples {args.train_samples} "
-                   f"--train-epochs {args.train_epochs} --temperature {args.temperature:g} --weight {args.weight:g}",
+                   f"--train-epochs {args.train_epochs} --temperature {args.temperature:g} --weight {args.weight:g}"
+                   + (" --stale-batchnorm" if args.stale_batchnorm else ""),
         "recipe": RECIPES[args.technique], "runs": runs, "gain_points_each": gains, "gain_points_mean": statistics.mean(gains),
         "baseline": runs[0]["baseline"], "passed": passed, "seconds": round(time.perf_counter() - started),
         "table": "\n".join(table),
