@@ -328,9 +328,30 @@ def test_recurrent_layers_export_unrolled_to_files_the_stock_interpreter_runs(ca
 
 def test_a_variable_length_recurrent_model_is_refused_and_nothing_is_written(tmp_path):
     model = keras.Sequential([keras.Input((None, 5)), keras.layers.LSTM(4), keras.layers.Dense(2)])
-    with pytest.raises(ValueError, match=r"would not run on the LiteRT interpreter.*fixed sequence length"):
+    with pytest.raises(ValueError, match=r"would not run on the LiteRT interpreter.*fixed sequence length.*"
+                                         r"pass select_tf_ops=True"):
         litert.export_litert(model, tmp_path / "v.tflite", "float32")
     assert os.listdir(tmp_path) == []
+
+
+def test_select_tf_ops_writes_a_flex_file_only_when_asked_and_names_its_ops(tmp_path, capsys):
+    from keras_compress.cli.main import main
+
+    model = keras.Sequential([keras.Input((None, 5)), keras.layers.LSTM(4), keras.layers.Dense(2)])
+    path = litert.export_litert(model, tmp_path / "v.tflite", "float32", select_tf_ops=True)
+    flex = export.flex_ops(path)
+    assert flex and all(name.startswith("Flex") for name in flex), flex
+    with pytest.raises((RuntimeError, ValueError)):
+        export.LiteRTModel(path)  # the stock interpreter has no Flex delegate
+    fixed = keras.Sequential([keras.Input((3, 5)), keras.layers.LSTM(4), keras.layers.Dense(2)])
+    builtin = litert.export_litert(fixed, tmp_path / "f.tflite", "float32", select_tf_ops=True)
+    assert export.flex_ops(builtin) == []  # unrolled first: Flex only where nothing else converts
+    with pytest.raises(ValueError, match="select_tf_ops must be true or false"):
+        litert.export_litert(model, tmp_path / "x.tflite", "float32", select_tf_ops="yes")
+    model.save(tmp_path / "v.keras")
+    assert main(["export", str(tmp_path / "v.keras"), "--format", "float32", "--select-tf-ops",
+                 "--out", str(tmp_path / "cli.tflite")]) == 0
+    assert "needs the Select TensorFlow ops (Flex) delegate for Flex" in capsys.readouterr().out
 
 
 class _RefusingOnce:

@@ -250,3 +250,24 @@ def test_a_sequence_model_on_token_ids_through_the_cli_with_int8(tmp_path):
     assert rows["baseline_float32.tflite"]["litert_metric"] > 0.9  # well above the 72% majority class
     int8 = rows["model_int8.tflite"]  # calibrated on integer token ids
     assert int8["litert_metric"] == pytest.approx(int8["keras_metric"], abs=0.03)
+
+
+def test_a_variable_length_rnn_through_a_recipe_with_select_tf_ops_gets_rows_that_say_flex(tmp_path):
+    """Without `select_tf_ops` the recipe stops at its baseline (refused, with the way out); with it, every
+    LiteRT row says the file needs the Flex delegate instead of measuring what the stock interpreter cannot run."""
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.GRU(4), keras.layers.Dense(2)])
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 6, 3)).astype("float32"), rng.integers(0, 2, 64)
+    data = kc.data.from_pairs("sequences", (x, y), (x[:16], y[:16]))
+    steps = "steps:\n  - prune: {target_sparsity: 0.5}\n  - finetune: {epochs: 1}\n  - export: {formats: [keras, float32]"
+    with pytest.raises(ValueError, match="select_tf_ops: true"):
+        run_recipe(model, load_recipe(steps + "}\n"), data, tmp_path / "refused", progress=False, latency_runs=2,
+                   metric="accuracy")
+    assert not (tmp_path / "refused").exists()
+    report = run_recipe(model, load_recipe(steps + ", select_tf_ops: true}\n"), data, tmp_path / "out",
+                        progress=False, latency_runs=2, metric="accuracy")
+    rows = {r.name: r for r in report.rows}
+    for name in ("baseline_float32.tflite", "model_float32.tflite"):
+        assert "needs the Select TensorFlow ops (Flex) delegate" in rows[name].notes
+        assert rows[name].litert_metric is None and rows[name].raw_bytes > 0
+    assert rows["model.keras"].keras_metric is not None

@@ -172,9 +172,16 @@ def _cmd_export(args):
     elif args.int8_io or args.per_tensor:
         flag = "--int8-io" if args.int8_io else "--per-tensor"
         raise ValueError(f"{flag} needs --format int8 (full integer). Received: --format {args.format}")
+    if args.select_tf_ops:
+        kwargs["select_tf_ops"] = True
     path = litert.export_litert(model, args.out, fmt=args.format, **kwargs)
     size = evaluate.sizes(path)
     print(f"wrote {path} ({args.format}): {size['raw_bytes']:,} bytes (gzip: {size['gzip_bytes']:,} bytes)")
+    flex = litert.flex_ops(path)
+    if flex:
+        print(f"needs the Select TensorFlow ops (Flex) delegate for {', '.join(flex)}: the stock LiteRT "
+              "interpreter cannot run it, so it is not measured here")
+        return EXIT_OK
     if data is not None:
         from keras_compress import metrics
 
@@ -393,6 +400,9 @@ def build_parser():
     p.add_argument("--per-tensor", action="store_true",
                    help="with --format int8: one weight scale per tensor, not per channel (a model clustered per "
                         "tensor keeps its shared values, and compresses better)")
+    p.add_argument("--select-tf-ops", action="store_true",
+                   help="let the converter use TensorFlow ops where LiteRT has none: the file then needs the "
+                        "Select TensorFlow ops (Flex) delegate (without it, such a model is refused)")
     p.add_argument("--calibration-samples", type=_positive_int, default=256, metavar="N",
                    help="training samples used to calibrate int8 (default: 256)")
     p.add_argument("--subset", type=_positive_int, metavar="N", help="use only the first N train and test samples")

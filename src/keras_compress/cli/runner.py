@@ -230,12 +230,15 @@ class _Run:
         )
         return self.report.add(row)
 
-    def baseline(self):
+    def baseline(self, select_tf_ops=False):
+        """The input model's float32 row (with TensorFlow ops where the recipe's export step allows them)."""
+        from keras_compress.export.steps import measure_artifact
+
         self.log("measuring the input model (baseline float32)")
         stats = self.stats(self.model)
         path = os.path.join(self.work_dir, BASELINE_NAME)
-        self.litert.export_litert(self.model, path, fmt="float32")
-        self.measure_litert(path, "baseline", "float32", stats, notes="the input model")
+        self.litert.export_litert(self.model, path, fmt="float32", select_tf_ops=select_tf_ops)
+        measure_artifact(self, path, "baseline", "float32", stats, "the input model")
 
     def strip(self):
         """Strips every technique, recording what registered summaries say first (pruning's sparsity)."""
@@ -365,7 +368,8 @@ def run_recipe(model, recipe, data, out_dir, progress=True, *, title=None, meta=
     os.mkdir(work_dir)
     try:
         run.work_dir, run.report = work_dir, report
-        run.baseline()
+        export_step = recipe.export_step
+        run.baseline(select_tf_ops=bool(export_step is not None and export_step.to_config().select_tf_ops))
         records = {}
         for index, step in enumerate(recipe.steps, 1):
             record = step.run(run, index)

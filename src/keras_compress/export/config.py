@@ -26,6 +26,10 @@ class ExportConfig(BaseConfig):
             many int8 values, which compresses better
             (`export_litert(per_channel=...)`). A QAT model's scales are its
             QATConfig's.
+        select_tf_ops: let the converter use TensorFlow ops (Flex) where
+            LiteRT has no builtin kernel; such an artifact needs the Select
+            TensorFlow ops delegate, and its report row says so instead of
+            measuring it (default false: export refuses such a model).
 
     Raises:
         ValueError: on an unknown or repeated format, a bad sample count, or
@@ -40,6 +44,7 @@ class ExportConfig(BaseConfig):
     calibration_samples: int = dataclasses.field(default=256, metadata={"minimum": 1})
     int8_io: bool = False
     per_channel: bool = True
+    select_tf_ops: bool = False
 
     def __post_init__(self):
         formats = self.formats
@@ -60,6 +65,8 @@ class ExportConfig(BaseConfig):
             raise ValueError(f"'calibration_samples' must be an integer >= 1. Received: calibration_samples={samples!r}")
         if not isinstance(self.per_channel, bool):
             raise ValueError(f"'per_channel' must be true or false. Received: per_channel={self.per_channel!r}")
+        if not isinstance(self.select_tf_ops, bool):
+            raise ValueError(f"'select_tf_ops' must be true or false. Received: select_tf_ops={self.select_tf_ops!r}")
         if not isinstance(self.int8_io, bool):
             raise ValueError(f"'int8_io' must be true or false. Received: int8_io={self.int8_io!r}")
         if self.int8_io and "int8" not in self.formats:

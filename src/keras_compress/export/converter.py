@@ -29,10 +29,21 @@ class _Job:
     int8_io: bool = False
     qat: bool = False  # "int8" from a QAT model: its trained ranges, no calibration
     per_channel: bool = True  # PTQ "int8": one weight scale per output channel (False: one per tensor)
+    select_tf_ops: bool = False  # TensorFlow ops (Flex) allowed where LiteRT has no builtin kernel
 
 
 def _converter_kwargs(tf, job):
     """Keras forwards these to `tf.lite.TFLiteConverter` attributes."""
+    kwargs = _format_kwargs(tf, job)
+    if job.select_tf_ops:
+        spec = dict(kwargs.get("target_spec", {}))
+        builtins = spec.get("supported_ops", [tf.lite.OpsSet.TFLITE_BUILTINS])
+        spec["supported_ops"] = [*builtins, tf.lite.OpsSet.SELECT_TF_OPS]
+        kwargs["target_spec"] = spec
+    return kwargs
+
+
+def _format_kwargs(tf, job):
     if job.fmt == "float32":
         return {}
     kwargs = {"optimizations": [tf.lite.Optimize.DEFAULT]}

@@ -126,14 +126,39 @@ def _qat_job_settings(model, fmt):
     return True
 
 
+def flex_ops(path):
+    """The TensorFlow ops (Flex) a `.tflite` file calls: names such as `"FlexTensorListReserve"`, sorted.
+
+    Such a file runs only with the Select TensorFlow ops (Flex) delegate,
+    not on the stock LiteRT interpreter. Empty for a file of builtin ops.
+
+    Example:
+    >>> keras_compress.export.flex_ops("runs/model_float32.tflite")
+    []
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    with open(path, "rb") as f:
+        model = schema.Model.GetRootAs(f.read(), 0)
+    names = set()
+    for i in range(model.OperatorCodesLength()):
+        custom = model.OperatorCodes(i).CustomCode()
+        if custom is not None and custom.decode("utf-8", "replace").startswith("Flex"):
+            names.add(custom.decode("utf-8", "replace"))
+    return sorted(names)
+
+
 def _check_runs(job, temp_path, model):
     """Raises (and so writes nothing) when the stock LiteRT interpreter cannot load the file.
 
     The converter falls back to TensorFlow ops (Flex) where LiteRT has no
     builtin kernel, recurrent layers' TensorList loops above all: the file
     is written, but `ai_edge_litert`'s interpreter refuses it. A user should
-    hear that at export, not on the device.
+    hear that at export, not on the device. With `select_tf_ops` the user
+    asked for such a file: one that calls Flex ops is not checked here.
     """
+    if job.select_tf_ops and flex_ops(temp_path):
+        return
     try:
         runtime = LiteRTModel(temp_path)
         try:
@@ -154,7 +179,9 @@ def _check_runs(job, temp_path, model):
             "float or PTQ export, so that no compression state is left in its calls."
         )
         raise ValueError(
-            f"the {job.fmt} LiteRT file would not run on the LiteRT interpreter ({detail}). {hint}"
+            f"the {job.fmt} LiteRT file would not run on the LiteRT interpreter ({detail}). {hint} "
+            "To write it anyway for a runtime with the Select TensorFlow ops (Flex) delegate, pass "
+            "select_tf_ops=True (CLI: --select-tf-ops; recipe export step: select_tf_ops: true)."
         ) from None
 
 
@@ -206,7 +233,7 @@ def _write_atomically(model, jobs):
 
 
 def export_litert(model, path, fmt="float32", representative_data=None,
-                  num_calibration_samples=256, int8_io=False, per_channel=True):
+                  num_calibration_samples=256, int8_io=False, per_channel=True, select_tf_ops=False):
     """Exports a Keras model to a LiteRT (`.tflite`) file.
 
     Formats:
@@ -246,6 +273,12 @@ def export_litert(model, path, fmt="float32", representative_data=None,
             compresses better (LeNet-5 pruned and clustered: 16,977 gzip
             bytes against 20,676, at the same accuracy; BENCHMARKS, "Deep
             Compression"). A QAT model's scales are its `QATConfig`'s.
+        select_tf_ops: let the converter use TensorFlow ops (Flex) where
+            LiteRT has no builtin kernel (a recurrent layer over a variable
+            sequence length, for one). Off by default: such a file needs the
+            Select TensorFlow ops delegate, which the stock interpreter
+            lacks, so export refuses it and says why. `flex_ops(path)` lists
+            the TensorFlow ops a file calls.
 
     Returns:
         `path`, as a `str`.
@@ -275,6 +308,8 @@ def export_litert(model, path, fmt="float32", representative_data=None,
         )
     if not isinstance(per_channel, bool):
         raise ValueError(f"per_channel must be true or false. Received: per_channel={per_channel!r}")
+    if not isinstance(select_tf_ops, bool):
+        raise ValueError(f"select_tf_ops must be true or false. Received: select_tf_ops={select_tf_ops!r}")
     _check_model(model)
     calibration = None
     qat = _qat_job_settings(model, fmt)
@@ -285,7 +320,7 @@ def export_litert(model, path, fmt="float32", representative_data=None,
             + (", a QAT model" if qat else ""))
     if fmt == "int8" and not qat:
         calibration = _calibration_samples(model, representative_data, num_calibration_samples)
-    _write_atomically(model, [_Job(fmt, path, calibration, bool(int8_io), qat, per_channel)])
+    _write_atomically(model, [_Job(fmt, path, calibration, bool(int8_io), qat, per_channel, select_tf_ops)])
     return path
 
 

@@ -112,7 +112,8 @@ def _child_main(spec):
         if item["calibration"]:
             with np.load(item["calibration"]) as saved:
                 calibration = dict(saved) if item.get("named") else saved["samples"]
-        job = _Job(item["fmt"], item["path"], calibration, item["int8_io"], item["qat"], item["per_channel"])
+        job = _Job(item["fmt"], item["path"], calibration, item["int8_io"], item["qat"], item["per_channel"],
+                   item["select_tf_ops"])
         try:
             _convert_in_process(model, job, item["path"])
         except ConversionError as error:  # the parent raises it again, as a few lines
@@ -148,7 +149,7 @@ def _convert_in_subprocess(model, jobs, out_paths):
                 calibration_path = saved_calibration[key]
             spec_jobs.append({"fmt": job.fmt, "path": out_path, "qat": job.qat, "named": isinstance(
                 job.calibration, dict), "calibration": calibration_path, "int8_io": job.int8_io,
-                              "per_channel": job.per_channel})
+                              "per_channel": job.per_channel, "select_tf_ops": job.select_tf_ops})
         spec = {
             "model": model_path,
             "qat": qat_spec,
