@@ -407,3 +407,33 @@ def test_a_nearest_clustered_model_goes_through_qat_to_an_int8_file_that_runs(tm
     kernel = next(layer.kernel.numpy() for layer in model.layers if hasattr(layer, "kernel"))
     columns = kernel.reshape(-1, kernel.shape[-1])
     assert max(len(np.unique(columns[:, c])) for c in range(columns.shape[1])) <= 4
+
+
+def test_keras_ops_that_are_not_layers_get_int8_ranges_and_no_float_islands(tmp_path):
+    """MobileNetV3's hard sigmoid is `ReLU(6)(x + 3.0) * (1 / 6)`: two Keras ops, not layers. Without ranges of
+    their own the converter left the multiply in float between a DEQUANTIZE and a QUANTIZE (MobileNetV3Small:
+    20 DEQUANTIZE ops in its int8 file, 2 now); with them every op is int8 and the file computes what Keras does."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
+    g = keras.layers.GlobalAveragePooling2D(keepdims=True)(h)
+    g = keras.layers.Conv2D(8, 1, name="squeeze")(g)
+    g = keras.layers.ReLU(6.0, name="gate_relu")(g + 3.0) * (1.0 / 6.0)
+    h = keras.layers.Multiply(name="gate")([h, g])
+    h = h * 0.5 - 1.0
+    model = keras.Model(inputs, keras.layers.Dense(4, name="out")(keras.layers.GlobalAveragePooling2D()(h)))
+    x = np.random.default_rng(0).normal(size=(64, 8, 8, 3)).astype("float32")
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    ranges = kc.quantization.quantization_ranges(model)
+    op_sites = sorted(name for name in ranges if name.endswith("/op_output"))
+    assert len(op_sites) == 3, op_sites  # `* (1 / 6)`, `* 0.5`, `- 1.0`; `+ 3.0` is fused with its ReLU6
+    expected = keras.ops.convert_to_numpy(model(x))
+    path = export_litert(model, str(tmp_path / "ops.tflite"), "int8")
+    interpreter = LiteRTModel(path).interpreter
+    names = [op["op_name"] for op in interpreter._get_ops_details()]
+    assert names.count("DEQUANTIZE") == 1 and names.count("QUANTIZE") == 1, names  # the float input and output
+    low, high = ranges["out/output"]
+    np.testing.assert_allclose(litert_predict(path, x), expected, atol=1.01 * (high - low) / 255)
+    stripped = kc.strip(model)
+    assert not any("qat_" in v.path for v in stripped.weights)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(stripped(x)), expected, atol=0.25)

@@ -72,14 +72,24 @@ class ModelGraph:
     ['out']
     """
 
-    def __init__(self, model):
+    def __init__(self, model, operations=False):
         if not isinstance(model, keras.layers.Layer):
             raise TypeError(f"model must be a Keras model or layer. Received: {type(model).__name__}")
         self._model = model
         self._layers = [layer for layer in walk.iter_layers(model) if layer is not model]
+        # Keras ops called on symbolic tensors (`x + 3.0`, `keras.ops.mean(x)`) are nodes of the graph that are
+        # not layers; with `operations=True` they are read too (`operations`), as producers and consumers.
+        self._operations = []
+        if operations:
+            seen = set()
+            for layer in [model, *self._layers]:
+                for op in getattr(layer, "_operations", None) or []:
+                    if not isinstance(op, keras.layers.Layer) and id(op) not in seen:
+                        seen.add(id(op))
+                        self._operations.append(op)
         self._producers = {}
         self._consumers = collections.defaultdict(list)
-        for layer in self._layers:
+        for layer in self._layers + self._operations:
             producers = []
             for node in getattr(layer, "_inbound_nodes", []):
                 for tensor in node.input_tensors:
@@ -111,6 +121,15 @@ class ModelGraph:
         ['input_layer', 'hidden', 'out']
         """
         return list(self._layers)
+
+    @property
+    def operations(self):
+        """The Keras ops of the graph that are not layers (read with `operations=True`; else empty).
+
+        Returns:
+            A list of `keras.Operation`s (e.g. the `Add` of `x + 3.0`), each once, in graph order.
+        """
+        return list(self._operations)
 
     @property
     def inputs(self):

@@ -193,7 +193,7 @@ def quantize(model, config=None, calibration_data=None, batch_size=64, layers=No
         calibration = _checked_calibration(model, calibration_data)
 
     added, constraints = [], []
-    graph = ModelGraph(model)
+    graph = ModelGraph(model, operations=True)
     plans, float_layers, folded = _plan(model, config, chosen, graph, added)
     if config.quantize_inputs:
         model_plan = LayerPlan(model, "model")

@@ -23,6 +23,7 @@ from keras_compress.quantization.rules import (
     _FUSED_ACTIVATIONS,
     _activation_name,
     _is_fusable_activation_layer,
+    _op_rule,
     _rule_for,
     _weight_axis,
 )
@@ -106,13 +107,16 @@ def _add_variable(layer, name, value, state_added):
     return variable
 
 
-def _make_site(layer, label, added):
-    name = f"{layer.name}/{label}"
+def _make_site(layer, label, added, owner=None, name=None):
+    """A range for `layer`'s `label` tensor; its variables live on `owner` (default: the layer itself; a Keras
+    op that is not a layer has none, so its range lives on the model)."""
+    owner = owner or layer
+    prefix = label if owner is layer else f"{layer.name}_{label}"
     return RangeSite(
-        name=name, owner=layer,
-        min=_add_variable(layer, f"qat_{label}_min", 0.0, added),
-        max=_add_variable(layer, f"qat_{label}_max", 0.0, added),
-        seen=_add_variable(layer, f"qat_{label}_seen", 0.0, added),
+        name=name or f"{layer.name}/{label}", owner=owner,
+        min=_add_variable(owner, f"qat_{prefix}_min", 0.0, added),
+        max=_add_variable(owner, f"qat_{prefix}_max", 0.0, added),
+        seen=_add_variable(owner, f"qat_{prefix}_seen", 0.0, added),
     )
 
 
@@ -326,7 +330,23 @@ def _plan(model, config, chosen_layers, graph, added):
             plans.append(plan)
         else:
             plans.append(LayerPlan(layer, rule))
+    for op in graph.operations:  # `x + 3.0` and the like: LiteRT's ADD/SUB/MUL have int8 kernels of their own
+        if _op_rule(op) != "output" or not _has_float_input(graph, op):
+            continue
+        plan = LayerPlan(op, "output")
+        if not feeds_concatenation(op) and not fuses_into_next(op):
+            plan.output_site = _make_site(op, "output", added, owner=model, name=f"{op.name}/op_output")
+        plans.append(plan)
     return plans, float_layers, folded
+
+
+def _has_float_input(graph, op):
+    """Whether the op reads a float tensor made by a layer or op of the graph (a cast of token ids does not)."""
+    for node in getattr(op, "_inbound_nodes", []):
+        for tensor in node.input_tensors:
+            if "float" in str(getattr(tensor, "dtype", "")):
+                return True
+    return False
 
 
 def _link_biases(model, plans, graph):

@@ -79,6 +79,18 @@ def _register_defaults():
 
 _register_defaults()
 
+# Keras ops called on symbolic tensors that are not layers (`x + 3.0`, `x * (1 / 6)` in MobileNetV3's hard
+# sigmoid): LiteRT's int8 ADD, SUB and MUL requantize their output freely, so QAT gives each its own range
+# (without one, the converter leaves the op in float between a DEQUANTIZE and a QUANTIZE). Others stay as
+# they compute.
+_OP_RULES = {"Add": "output", "Subtract": "output", "Multiply": "output"}
+
+
+def _op_rule(op):
+    """The rule for a Keras op node that is not a layer (`None`: left as it is)."""
+    return _OP_RULES.get(type(op).__name__)
+
+
 # Activations LiteRT fuses into the op before them: the quantized tensor is
 # the activation's output. Other activations (softmax, sigmoid, tanh) run as
 # ops of their own whose output LiteRT fixes, so the tensor before them is
