@@ -331,7 +331,7 @@ def _plan(model, config, chosen_layers, graph, added):
         else:
             plans.append(LayerPlan(layer, rule))
     for op in graph.operations:  # `x + 3.0` and the like: LiteRT's ADD/SUB/MUL have int8 kernels of their own
-        if _op_rule(op) != "output" or not _has_float_input(graph, op):
+        if _op_rule(op) != "output" or not _has_float_input(op) or not keep(op):
             continue
         plan = LayerPlan(op, "output")
         if not feeds_concatenation(op) and not fuses_into_next(op):
@@ -340,7 +340,7 @@ def _plan(model, config, chosen_layers, graph, added):
     return plans, float_layers, folded
 
 
-def _has_float_input(graph, op):
+def _has_float_input(op):
     """Whether the op reads a float tensor made by a layer or op of the graph (a cast of token ids does not)."""
     for node in getattr(op, "_inbound_nodes", []):
         for tensor in node.input_tensors:
