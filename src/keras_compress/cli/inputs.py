@@ -3,6 +3,7 @@
 import os
 import zipfile
 
+EXIT_OK = 0  # a command's exit code on success (keras_compress.cli.main's too)
 _MAX_MESSAGE = 1000
 
 
