@@ -43,6 +43,15 @@ def accuracy(model, x, y):
     return float(np.mean(np.argmax(model.predict(x, batch_size=512, verbose=0), axis=1) == y))
 
 
+def fine_tuned_control(base, x, y, fine, seed):
+    """The baseline given the same fine-tuning as the pruned model: the equal-budget control."""
+    keras.utils.set_random_seed(seed)
+    control = keras.models.clone_model(base)
+    control.set_weights(base.get_weights())
+    finetune(control, x, y, fine)
+    return control
+
+
 def paired_speedups(paths, reference, rounds, runs):
     """Median batch-1 and batch-32 latency of each artifact, and its median per-round speed-up."""
     runtimes = {k: litert.LiteRTModel(p, num_threads=1) for k, p in paths.items()}
@@ -66,10 +75,7 @@ def run_model(name, args, folder):
     base = cli.load_model(qat_bench.baseline(name, args.dataset + ("-quick" if args.quick else ""),
                                              args.epochs, x, y))
     fine = FinetuneConfig(epochs=args.finetune_epochs, batch_size=128, learning_rate=args.learning_rate)
-    keras.utils.set_random_seed(args.seed)
-    control = keras.models.clone_model(base)
-    control.set_weights(base.get_weights())
-    finetune(control, x, y, fine)
+    control = fine_tuned_control(base, x, y, fine, args.seed)
     start = time.perf_counter()
     config = ChannelPruneConfig(fraction=args.fraction, round_to=args.round_to, importance=args.importance,
                                 allocation=args.allocation, macs_target=args.macs_target)

@@ -39,7 +39,7 @@ from keras_compress.cli import main as cli  # noqa: E402
 from keras_compress.core.macs import macs  # noqa: E402
 from keras_compress.export import litert  # noqa: E402
 from keras_compress.training import FinetuneConfig, finetune  # noqa: E402
-from structured import accuracy, paired_speedups  # noqa: E402
+from structured import accuracy, fine_tuned_control, paired_speedups  # noqa: E402
 
 MCT_PACKAGES = ["tensorflow-cpu==2.15.1", "model-compression-toolkit==2.6.1"]
 CALIBRATION = 500
@@ -78,6 +78,28 @@ def run_mct(python, spec, work):
         return json.load(f)
 
 
+def _channels(base, share, args, x, y, fine):
+    """keras-compress's side: `prune_channels` to `share` of the parameters, then the fine-tuning; and the seconds
+    planning and building took."""
+    start = time.perf_counter()
+    pruned = kc.prune_channels(base, kc.ChannelPruneConfig(params_target=share, round_to=args.round_to))
+    seconds = time.perf_counter() - start
+    keras.utils.set_random_seed(args.seed)
+    finetune(pruned, x, y, fine)
+    return pruned, seconds
+
+
+def _add_artifacts(paths, rows, label, model, work, x, xt, yt):
+    """Exports `model` as float32 and calibrated int8 into `work`; its rows' Keras figures."""
+    for fmt in ("float32", "int8"):
+        key = f"{label} {fmt}"
+        calibration = {"representative_data": x[:CALIBRATION], "num_calibration_samples": CALIBRATION}
+        paths[key] = litert.export_litert(model, os.path.join(work, f"{len(paths)}-{fmt}.tflite"), fmt,
+                                          **(calibration if fmt == "int8" else {}))
+        rows[key] = {"artifact": key, "keras_accuracy": accuracy(model, xt, yt), "params": model.count_params(),
+                     "macs": macs(model)["total"]}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet20", choices=["resnet20", "mobilenet_v2_tiny"])
@@ -103,27 +125,13 @@ def main(argv=None):
     base = cli.load_model(qat_bench.baseline(args.model, args.dataset + ("-quick2k" if args.quick else ""),
                                              args.epochs, x, y))
     fine = FinetuneConfig(epochs=args.finetune_epochs, batch_size=128, learning_rate=args.learning_rate)
-    keras.utils.set_random_seed(args.seed)
-    control = keras.models.clone_model(base)
-    control.set_weights(base.get_weights())
-    finetune(control, x, y, fine)
-    start = time.perf_counter()
-    ours = kc.prune_channels(base, kc.ChannelPruneConfig(params_target=args.params_target, round_to=args.round_to))
-    ours_seconds = time.perf_counter() - start
-    keras.utils.set_random_seed(args.seed)
-    finetune(ours, x, y, fine)
+    control = fine_tuned_control(base, x, y, fine, args.seed)
+    ours, ours_seconds = _channels(base, args.params_target, args, x, y, fine)
     work = tempfile.mkdtemp(prefix="kc-mct-", dir=args.out)
-    models = {"baseline": base, "baseline + fine-tuning (control)": control,
-              f"keras-compress channels to {args.params_target:.0%} params": ours}
     paths, rows = {}, {}
-    for label, model in models.items():
-        for fmt in ("float32", "int8"):
-            key = f"{label} {fmt}"
-            paths[key] = litert.export_litert(model, os.path.join(work, f"{len(paths)}-{fmt}.tflite"), fmt,
-                                              **({"representative_data": x[:CALIBRATION],
-                                                  "num_calibration_samples": CALIBRATION} if fmt == "int8" else {}))
-            rows[key] = {"artifact": key, "keras_accuracy": accuracy(model, xt, yt), "params": model.count_params(),
-                         "macs": macs(model)["total"]}
+    for label, model in {"baseline": base, "baseline + fine-tuning (control)": control,
+                         f"keras-compress channels to {args.params_target:.0%} params": ours}.items():
+        _add_artifacts(paths, rows, label, model, work, x, xt, yt)
     rows[f"keras-compress channels to {args.params_target:.0%} params float32"]["prune_seconds"] = ours_seconds
     mct_result, mct_failure = None, None
     try:
@@ -152,16 +160,8 @@ def main(argv=None):
                          "params": mct_result["params"], "macs": None}
         if share != args.params_target:  # keras-compress at MCT's reachable budget too: like for like
             log(f"MCT reached {share:.0%} of the parameters, not {args.params_target:.0%}: keras-compress there too")
-            same = kc.prune_channels(base, kc.ChannelPruneConfig(params_target=share, round_to=args.round_to))
-            keras.utils.set_random_seed(args.seed)
-            finetune(same, x, y, fine)
-            for fmt in ("float32", "int8"):
-                key = f"keras-compress channels to {share:.0%} params {fmt}"
-                paths[key] = litert.export_litert(same, os.path.join(work, f"{len(paths)}-{fmt}.tflite"), fmt,
-                                                  **({"representative_data": x[:CALIBRATION],
-                                                      "num_calibration_samples": CALIBRATION} if fmt == "int8" else {}))
-                rows[key] = {"artifact": key, "keras_accuracy": accuracy(same, xt, yt), "params": same.count_params(),
-                             "macs": macs(same)["total"]}
+            same, _ = _channels(base, share, args, x, y, fine)
+            _add_artifacts(paths, rows, f"keras-compress channels to {share:.0%} params", same, work, x, xt, yt)
     except (RuntimeError, OSError) as error:
         mct_failure = str(error)
         log(f"MCT row failed: {mct_failure}")

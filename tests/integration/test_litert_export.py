@@ -288,7 +288,9 @@ def test_a_converter_failure_reads_as_a_few_lines_not_a_dump(model, tmp_path, mo
                        "!quant.uniform<i8:f32, 0.2>")
     assert "converter chatter" in caught.value.converter_log and "frame" in str(caught.value.__cause__)
     assert os.listdir(tmp_path) == []
-    assert litert._summary(ValueError("\n\nno error lines here\nsecond")) == "no error lines here"
+    from keras_compress.export.converter import _summary
+
+    assert _summary(ValueError("\n\nno error lines here\nsecond")) == "no error lines here"
 
 
 def test_litert_predict_rejects_misshapen_input(artifacts):

@@ -198,8 +198,19 @@ class _Run:
         }
 
     def measure_litert(self, path, technique, fmt, stats, notes=""):
+        """The artifact's report row, measured by the stock interpreter; a file that calls TensorFlow ops
+        (`select_tf_ops`) gets its sizes and the note that it needs the Flex delegate instead."""
         from keras_compress import evaluate
 
+        flex = self.litert.flex_ops(path)
+        if flex:
+            return self.report.add(ArtifactRow(
+                name=os.path.basename(path), technique=technique, fmt=fmt, keras_metric=stats["keras_metric"],
+                params=stats["params"], nonzero=stats["nonzero"], macs=stats["macs"],
+                notes="; ".join(filter(None, [notes, f"needs the Select TensorFlow ops (Flex) delegate "
+                                                     f"({', '.join(flex)}): not measured, the stock interpreter "
+                                                     "cannot run it"])),
+                **evaluate.sizes(path)))
         runtime = self.litert.LiteRTModel(path)
         names = _input_names(self.model)
 
@@ -232,13 +243,11 @@ class _Run:
 
     def baseline(self, select_tf_ops=False):
         """The input model's float32 row (with TensorFlow ops where the recipe's export step allows them)."""
-        from keras_compress.export.steps import measure_artifact
-
         self.log("measuring the input model (baseline float32)")
         stats = self.stats(self.model)
         path = os.path.join(self.work_dir, BASELINE_NAME)
         self.litert.export_litert(self.model, path, fmt="float32", select_tf_ops=select_tf_ops)
-        measure_artifact(self, path, "baseline", "float32", stats, "the input model")
+        self.measure_litert(path, "baseline", "float32", stats, notes="the input model")
 
     def strip(self):
         """Strips every technique, recording what registered summaries say first (pruning's sparsity)."""

@@ -10,9 +10,13 @@ import numpy as np
 from keras_compress.evaluate import _check_fits
 
 
+def _tensor_name(tensor):
+    return tensor.name.split(":")[0].split("/")[0]
+
+
 def _input_names(model):
     try:
-        return [t.name.split(":")[0].split("/")[0] for t in model.inputs]
+        return [_tensor_name(t) for t in model.inputs]
     except (AttributeError, TypeError, ValueError):
         return []
 
@@ -23,7 +27,7 @@ def in_model_structure(model, arrays_by_name):
     in `model.inputs` order."""
     structure = getattr(model, "input", None)
     if isinstance(structure, dict):
-        return {key: arrays_by_name[tensor.name.split(":")[0].split("/")[0]] for key, tensor in structure.items()}
+        return {key: arrays_by_name[_tensor_name(tensor)] for key, tensor in structure.items()}
     return [arrays_by_name[name] for name in _input_names(model)]
 
 

@@ -25,7 +25,7 @@ from keras_compress.core.samples import (  # noqa: F401 - the one checker, share
     _checked_samples, _dtype_of, _input_names, _named_calibration)
 from keras_compress.evaluate import _check_fits, _model_input_shape, _positive_int
 # `_write_atomically` looks both converters up here, so a test can patch them on this module.
-from keras_compress.export.converter import ConversionError, _convert_in_process, _Job, _summary  # noqa: F401 - re-exported
+from keras_compress.export.converter import ConversionError, _convert_in_process, _Job  # noqa: F401 - ConversionError re-exported
 from keras_compress.export.interpreter import LiteRTModel, litert_predict  # noqa: F401 - re-exported
 from keras_compress.export.recurrent import unrolled
 from keras_compress.export.measure import litert_accuracy, litert_latency  # noqa: F401 - re-exported

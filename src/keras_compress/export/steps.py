@@ -103,8 +103,9 @@ def _write_qat_int8(run, config, technique):
         path = os.path.join(run.work_dir, "model_int8.tflite")
         run.litert.export_litert(run.model, path, fmt="int8", int8_io=config.int8_io,
                                  select_tf_ops=config.select_tf_ops)
-        measure_artifact(run, path, technique, "int8", qat_stats, "full integer, ranges learned in QAT (no calibration)"
-                 + ("; int8 input and output" if config.int8_io else ""))
+        run.measure_litert(path, technique, "int8", qat_stats,
+                           notes="full integer, ranges learned in QAT (no calibration)"
+                           + ("; int8 input and output" if config.int8_io else ""))
     else:
         run.skipped.append(
             f"int8: not written. This QAT model simulates {state.config.weight_bits}-bit "
@@ -160,22 +161,5 @@ def _write_litert(run, config, fmt, technique, stats):
             "; one weight scale per tensor" if not config.per_channel else "")
     else:
         run.litert.export_litert(run.model, path, fmt=fmt, select_tf_ops=config.select_tf_ops)
-    measure_artifact(run, path, technique, fmt, stats, notes)
+    run.measure_litert(path, technique, fmt, stats, notes=notes)
 
-
-def measure_artifact(run, path, technique, fmt, stats, notes):
-    """The artifact's report row: measured by the stock interpreter, or, for a file that calls TensorFlow ops
-    (`select_tf_ops`), its sizes and the note that it needs the Flex delegate."""
-    flex = run.litert.flex_ops(path)
-    if not flex:
-        run.measure_litert(path, technique, fmt, stats, notes=notes)
-        return
-    from keras_compress import evaluate
-    from keras_compress.core.report import ArtifactRow
-
-    run.report.add(ArtifactRow(
-        name=os.path.basename(path), technique=technique, fmt=fmt, keras_metric=stats["keras_metric"],
-        params=stats["params"], nonzero=stats["nonzero"], macs=stats["macs"],
-        notes="; ".join(filter(None, [notes, f"needs the Select TensorFlow ops (Flex) delegate ({', '.join(flex)}): "
-                                             "not measured, the stock interpreter cannot run it"])),
-        **evaluate.sizes(path)))
