@@ -217,6 +217,21 @@ def fake_quant_fixed_output(x, activation_name):
     return fake_quant_activation(x, fixed[0], fixed[1], 8)
 
 
+def swish_as_litert(x, sigmoid_on_grid=True):
+    """`x * sigmoid(x)` as LiteRT's int8 model computes swish (SiLU).
+
+    The converter writes swish as LOGISTIC then MUL: the sigmoid is an int8
+    tensor on LOGISTIC's fixed grid (1/256, zero point -128) before the
+    multiply. Computing it in float instead differs by up to a step of the
+    sigmoid per activation, which compounds through a deep network
+    (EfficientNetB0). `sigmoid_on_grid=False` gives the exact swish.
+    """
+    gate = ops.sigmoid(x)
+    if sigmoid_on_grid:
+        gate = fake_quant_fixed_output(gate, "sigmoid")
+    return ops.multiply(x, gate)
+
+
 def moving_range(range_min, range_max, x, decay, initialized):
     """The activation range after seeing batch `x`.
 

@@ -218,7 +218,7 @@ def quantize(model, config=None, calibration_data=None, batch_size=64, layers=No
                     variable.constraint = MaskConstraint(mask, variable.constraint)
     sites = {}
     for plan in plans:
-        for site in [plan.output_site, plan.inner_site,
+        for site in [plan.output_site, plan.inner_site, plan.activation_site, *plan.hard_swish_sites,
                      *(s for s in plan.input_sites if s is not None)]:
             if site is not None:
                 sites[site.name] = site

@@ -13,7 +13,7 @@ from keras import ops
 from keras_compress.core import calls
 from keras_compress.ops import fake_quant as fq
 from keras_compress.quantization import planning
-from keras_compress.quantization.rules import _activation_name
+from keras_compress.quantization.rules import HARD_SWISH, _activation_name
 
 _CALL_KEY = "qat"
 
@@ -66,10 +66,42 @@ def _fixed_output(state, activation_name, outputs):
     included, are those of the int8 model. Not while exporting either: the
     runtime applies the grid itself.
     """
-    if (state.config.activation_bits != 8 or state.calibrating or state.exporting
-            or _training_flag() or not _is_float_tensor(outputs)):
+    if not _on_fixed_grid(state, outputs):
         return outputs
     return fq.fake_quant_fixed_output(outputs, activation_name)
+
+
+def _on_fixed_grid(state, x):
+    """Whether a tensor whose grid LiteRT fixes is put on it now (8-bit inference on a float tensor)."""
+    return not (state.config.activation_bits != 8 or state.calibrating or state.exporting
+                or _training_flag() or not _is_float_tensor(x))
+
+
+_SWISH = ("silu", "swish")
+
+
+def _activate(state, plan, activation, x):
+    """`activation(x)` as the int8 model computes it at inference.
+
+    Swish is LOGISTIC then MUL in the int8 file: its sigmoid goes onto the
+    fixed logistic grid before the multiply (`fake_quant.swish_as_litert`).
+    Hard swish is computed as the ADD, MUL and MUL it is exported as, each
+    on its own range (`rules.HARD_SWISH`). An activation whose output grid
+    is fixed goes onto it; others are computed as they are.
+    """
+    name = _activation_name(activation)
+    if name in _SWISH:
+        return fq.swish_as_litert(x, sigmoid_on_grid=_on_fixed_grid(state, x))
+    if plan.hard_swish_sites and _is_float_tensor(x):
+        shifted_site, gate_site = plan.hard_swish_sites
+        shifted = _observe(state, shifted_site, ops.relu6(ops.add(x, 3.0)))
+        return ops.multiply(x, _observe(state, gate_site, ops.multiply(shifted, 1.0 / 6.0)))
+    return _fixed_output(state, name, activation(x))
+
+
+def _computes_activation(layer):
+    """An Activation layer whose call QAT replaces by `_activate` (the int8 file computes it differently)."""
+    return isinstance(layer, keras.layers.Activation) and _activation_name(layer.activation) in _SWISH + HARD_SWISH
 
 
 def _integer_inference(state):
@@ -174,8 +206,10 @@ def _layer_call(state, plan, original):
             if plan.pre_activation:
                 if plan.output_site is not None:
                     outputs = _observe(state, plan.output_site, outputs)
-                activation = saved["activation"]
-                return _fixed_output(state, _activation_name(activation), activation(outputs))
+                outputs = _activate(state, plan, saved["activation"], outputs)
+                if plan.activation_site is not None and _is_float_tensor(outputs):
+                    outputs = _observe(state, plan.activation_site, outputs)
+                return outputs
         elif plan.kind == "fixed":
             return _fixed_output(state, _fixed_activation_name(layer), original(*args, **kwargs))
         elif plan.kind == "same":
@@ -183,6 +217,8 @@ def _layer_call(state, plan, original):
             if plan.shared_site is not None and _is_float_tensor(outputs):
                 outputs = _on_grid(state, plan.shared_site, outputs)
             return outputs
+        elif _computes_activation(layer):
+            outputs = _activate(state, plan, layer.activation, args[0] if args else kwargs["inputs"])
         else:
             outputs = original(*args, **kwargs)
         if plan.output_site is not None and _is_float_tensor(outputs):

@@ -21,6 +21,7 @@ from keras_compress.ops import fake_quant as fq
 from keras_compress.quantization.config import QATConfig
 from keras_compress.quantization.rules import (
     _FUSED_ACTIVATIONS,
+    HARD_SWISH,
     _activation_name,
     _is_fusable_activation_layer,
     _op_rule,
@@ -69,6 +70,11 @@ class LayerPlan:
     pre_activation: bool = False
     input_sites: list = dataclasses.field(default_factory=list)
     inner_site: RangeSite | None = None  # separable convolutions: between the two convolutions
+    # A non-fused activation whose output LiteRT does not fix (swish: LOGISTIC then MUL, whose output
+    # requantizes freely): the activation's output, after `output_site` (the tensor before it).
+    activation_site: RangeSite | None = None
+    # Hard swish as the ops it is exported as (`quantization.rules.HARD_SWISH`): ranges of relu6(x + 3), the gate.
+    hard_swish_sites: list = dataclasses.field(default_factory=list)
     folded_into: str | None = None
     reason: str | None = None
     # The bias's int32 grid: the input's range and the kernel it multiplies.
@@ -305,6 +311,10 @@ def _plan(model, config, chosen_layers, graph, added):
                 plan.inner_site = _make_site(layer, "depthwise", added)
             activation = _activation_name(getattr(layer, "activation", None))
             plan.pre_activation = activation not in _FUSED_ACTIVATIONS
+            if plan.pre_activation and fq.fixed_output_range(activation) is None:
+                # Without a range the converter leaves the activation and the next op in float.
+                plan.activation_site = _make_site(layer, "activation", added)
+            plan.hard_swish_sites = _hard_swish_sites(layer, activation, added)
             if isinstance(layer, keras.layers.Embedding):
                 pass  # a lookup's output is its weights: no range of its own
             elif plan.pre_activation or not (activation == "linear" and fuses_into_next(layer)
@@ -322,6 +332,8 @@ def _plan(model, config, chosen_layers, graph, added):
             continue
         if rule == "output":
             plan = LayerPlan(layer, "output")
+            if isinstance(layer, keras.layers.Activation):
+                plan.hard_swish_sites = _hard_swish_sites(layer, _activation_name(layer.activation), added)
             if isinstance(layer, keras.layers.BatchNormalization):
                 plan.reason = SKIP_UNFOLDED_BN
             if not feeds_concatenation(layer) and (not fuses_into_next(layer)
@@ -338,6 +350,13 @@ def _plan(model, config, chosen_layers, graph, added):
             plan.output_site = _make_site(op, "output", added, owner=model, name=f"{op.name}/op_output")
         plans.append(plan)
     return plans, float_layers, folded
+
+
+def _hard_swish_sites(layer, activation, added):
+    """The ranges of hard swish's inner tensors (`relu6(x + 3)`, the gate), or none for other activations."""
+    if activation not in HARD_SWISH:
+        return []
+    return [_make_site(layer, "hard_swish_shifted", added), _make_site(layer, "hard_swish_gate", added)]
 
 
 def _has_float_input(op):

@@ -98,6 +98,14 @@ def _op_rule(op):
 _FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
 
 
+# Hard swish, `x * relu6(x + 3) / 6`, is computed by QAT and exported as the int8 ADD (ReLU6 fused), MUL and MUL
+# it is made of, each with a range of its own. The converter's fused int8 HARD_SWISH has fixed-point arithmetic
+# that no float simulation follows: up to a step per activation from QAT's float, and LiteRT's builtin and
+# XNNPACK kernels differ from each other by as much (measured on four conv-hard-swish blocks: 541 of 1280
+# outputs more than half a step from the Keras QAT model; as the three ops, 1).
+HARD_SWISH = ("hard_silu", "hard_swish")
+
+
 def _activation_name(activation):
     if activation is None:
         return "linear"

@@ -143,3 +143,14 @@ def test_an_average_rounds_half_away_from_zero_in_signed_levels_as_litert_pools_
     np.testing.assert_allclose(got, [1.0, 201.0, 129.0, 3.0, 4.0], atol=1e-3)
     plain = np.asarray(ops.convert_to_numpy(fq.fake_quant_activation(values, 0.0, 1.0))) / scale
     assert round(float(plain[0])) == 2  # a plain fake quantization rounds that tie up
+
+
+def test_swish_as_litert_multiplies_by_the_sigmoid_on_logistics_fixed_grid():
+    x = np.linspace(-6.0, 6.0, 601).astype("float32")
+    sigmoid = 1.0 / (1.0 + np.exp(-x.astype("float64")))
+    on_grid = ops.convert_to_numpy(fq.swish_as_litert(ops.convert_to_tensor(x)))
+    exact = ops.convert_to_numpy(fq.swish_as_litert(ops.convert_to_tensor(x), sigmoid_on_grid=False))
+    np.testing.assert_allclose(exact, x * sigmoid, rtol=1e-5, atol=1e-6)
+    gate = np.clip(np.floor(sigmoid * 256 + 0.5), 0, 255) / 256  # LOGISTIC's int8 output: 1/256, zero point -128
+    np.testing.assert_allclose(on_grid, x * gate, rtol=1e-5, atol=1e-6)
+    assert np.max(np.abs(on_grid - exact)) > 1e-3  # the grid is a real difference, not float noise

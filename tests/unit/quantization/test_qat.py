@@ -589,3 +589,46 @@ def test_recalibrating_batchnorm_leaves_the_qat_ranges_alone():
     assert recalibrate_batchnorm(model, x * 3.0 + 1.0, batch_size=16) == 2
     assert kc.quantization.quantization_ranges(model) == ranges
     assert not np.allclose(model.get_layer("bn").moving_mean.numpy(), 0.0)
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_swish_and_hard_swish_are_computed_as_the_int8_ops_they_export_as(inline):
+    builders.seeded(0)
+    inputs = keras.Input((6,))
+    if inline:
+        swish = layers.Dense(8, activation="swish", name="swish")(inputs)
+        hard = layers.Dense(8, activation="hard_swish", name="hard")(inputs)
+    else:
+        swish = layers.Activation("swish", name="swish")(layers.Dense(8)(inputs))
+        hard = layers.Activation("hard_swish", name="hard")(layers.Dense(8)(inputs))
+    model = keras.Model(inputs, [swish, hard])
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32") * 3
+    kc.quantize(model, kc.QATConfig(), calibration_data=x)
+    ranges = kc.quantization.quantization_ranges(model)
+    final = "activation" if inline else "output"
+    for name in ("swish/" + final, "hard/" + final, "hard/hard_swish_shifted", "hard/hard_swish_gate"):
+        assert name in ranges, sorted(ranges)
+    swish_out, hard_out = model.predict(x, verbose=0)
+    # An int8 grid holds 0 (the zero point is nudged onto it): multiples of the step.
+    step = lambda name: (ranges[name][1] - ranges[name][0]) / 255  # noqa: E731
+    assert _on_grid(swish_out, 0.0, step("swish/" + final))
+    # Hard swish's gate is on its own int8 range; the output on the layer's.
+    low, high = ranges["hard/hard_swish_gate"]
+    assert high == pytest.approx(1.0, abs=0.02) and low == pytest.approx(0.0, abs=1e-6)
+    assert _on_grid(hard_out, 0.0, step("hard/" + final))
+    if inline:
+        return
+    # By hand from the int8 tensor before each activation: swish's sigmoid on LOGISTIC's grid, hard swish's
+    # relu6(x + 3) and gate each on their ranges.
+    def grid(values, name):
+        return ops.convert_to_numpy(fq.fake_quant_activation(values, *ranges[name]))
+
+    # (A model over the same layers: their calls are QAT's; the model's own input range applied by hand.)
+    before = keras.Model(inputs, [model.get_layer("swish").input, model.get_layer("hard").input])
+    swish_in, hard_in = before.predict(grid(x, f"{model.name}/input"), verbose=0)
+
+    gate = np.clip(np.floor(256.0 / (1.0 + np.exp(-swish_in.astype("float64"))) + 0.5), 0, 255) / 256
+    np.testing.assert_allclose(swish_out, grid((swish_in * gate).astype("float32"), "swish/output"), atol=1e-6)
+    shifted = grid(np.clip(hard_in + 3.0, 0.0, 6.0), "hard/hard_swish_shifted")
+    gate = grid(shifted / 6.0, "hard/hard_swish_gate")
+    np.testing.assert_allclose(hard_out, grid(hard_in * gate, "hard/output"), atol=1e-6)
