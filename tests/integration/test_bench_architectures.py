@@ -72,3 +72,27 @@ def test_random_inputs_fit_each_input_kind():
     x = architectures.random_inputs(model, 5)
     assert set(x) == {"token_ids", "padding_mask"} and (x["padding_mask"] == 1).all()
     assert x["token_ids"].dtype == np.int32 and 0 < x["token_ids"].min() and x["token_ids"].max() < 128
+
+
+def test_a_trained_network_goes_through_with_the_accuracy_of_each_artifact(tmp_path):
+    """`--train-steps`: Fashion-MNIST resized to the model's input, trained, then the pipeline on real labels."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = inputs
+    for filters in (8, 16):
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same")(x)
+        x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
+    data = architectures.image_data(model, 32 * 80)
+    x_train, y_train, x_test, y_test = data
+    assert x_train.shape == (2560, 32, 32, 3) and x_test.shape == (256, 32, 32, 3)
+    assert 0 <= x_train.min() and 200 < x_train.max() <= 255 and len(np.unique(y_test)) == 10
+    architectures.train(model, x_train, y_train, 80)
+    row = architectures.pipeline(model, str(tmp_path), data=data)
+    assert row["stage"] == "interpreter", row
+    assert row["float_accuracy"] > 0.6, row  # a tenth is chance; 0.78 measured
+    assert abs(row["int8_accuracy"] - row["qat_accuracy"]) <= 0.02 and row["agreement"] >= 0.97, row
+    table = architectures.markdown([dict(row, model="tiny")])
+    assert f"{100 * row['float_accuracy']:.1f} / {100 * row['qat_accuracy']:.1f} /" in table
+    text = keras.Input((4,), dtype="int32")
+    assert architectures.image_data(keras.Model(text, keras.layers.Embedding(8, 2)(text)), 8) is None
