@@ -234,12 +234,12 @@ def image_data(model, train_count, test_count=256):
     height, width, channels = model.inputs[0].shape[1:]
     (x, y), (x_test, y_test) = datasets.load("fashion_mnist")
 
-    def fit(images):
+    def to_input(images):
         images = keras.ops.image.resize(images, (height, width)) if (height, width) != images.shape[1:3] else images
         images = np.repeat(keras.ops.convert_to_numpy(images), channels, axis=-1)
         return (255 * np.clip(images, 0, 1)).astype("float32")
 
-    return fit(x[:train_count]), y[:train_count], fit(x_test[:test_count]), y_test[:test_count]
+    return to_input(x[:train_count]), y[:train_count], to_input(x_test[:test_count]), y_test[:test_count]
 
 
 def train(model, x, y, steps):
@@ -279,7 +279,7 @@ def pipeline(model, work_dir, samples=SAMPLES, data=None):
     if not isinstance(x, dict):
         # A trained network's BatchNormalization statistics are its data's; a random one's are (0, 1), under which
         # a deep network's signal vanishes (EfficientNetB0's logits spanned 1e-5) and every argmax is a tie.
-        recalibrate_batchnorm(model, x[:SAMPLES], batch_size=BATCH, batches=len(x[:SAMPLES]) // BATCH)
+        recalibrate_batchnorm(model, x[:SAMPLES], batch_size=BATCH, batches=SAMPLES // BATCH)
     if data is not None:
         row["float_accuracy"] = _accuracy(model, x_test, y_test)
 

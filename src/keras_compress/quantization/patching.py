@@ -13,7 +13,7 @@ from keras import ops
 from keras_compress.core import calls
 from keras_compress.ops import fake_quant as fq
 from keras_compress.quantization import planning
-from keras_compress.quantization.rules import HARD_SWISH, _activation_name
+from keras_compress.quantization.rules import HARD_SWISH, SWISH, _activation_name
 
 _CALL_KEY = "qat"
 
@@ -73,11 +73,7 @@ def _fixed_output(state, activation_name, outputs):
 
 def _on_fixed_grid(state, x):
     """Whether a tensor whose grid LiteRT fixes is put on it now (8-bit inference on a float tensor)."""
-    return not (state.config.activation_bits != 8 or state.calibrating or state.exporting
-                or _training_flag() or not _is_float_tensor(x))
-
-
-_SWISH = ("silu", "swish")
+    return state.config.activation_bits == 8 and _integer_inference(state) and _is_float_tensor(x)
 
 
 def _activate(state, plan, activation, x):
@@ -90,7 +86,7 @@ def _activate(state, plan, activation, x):
     is fixed goes onto it; others are computed as they are.
     """
     name = _activation_name(activation)
-    if name in _SWISH:
+    if name in SWISH:
         return fq.swish_as_litert(x, sigmoid_on_grid=_on_fixed_grid(state, x))
     if plan.hard_swish_sites and _is_float_tensor(x):
         shifted_site, gate_site = plan.hard_swish_sites
@@ -101,7 +97,7 @@ def _activate(state, plan, activation, x):
 
 def _computes_activation(layer):
     """An Activation layer whose call QAT replaces by `_activate` (the int8 file computes it differently)."""
-    return isinstance(layer, keras.layers.Activation) and _activation_name(layer.activation) in _SWISH + HARD_SWISH
+    return isinstance(layer, keras.layers.Activation) and _activation_name(layer.activation) in SWISH + HARD_SWISH
 
 
 def _integer_inference(state):

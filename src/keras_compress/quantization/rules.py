@@ -104,6 +104,8 @@ _FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
 # XNNPACK kernels differ from each other by as much (measured on four conv-hard-swish blocks: 541 of 1280
 # outputs more than half a step from the Keras QAT model; as the three ops, 1).
 HARD_SWISH = ("hard_silu", "hard_swish")
+# Swish, `x * sigmoid(x)`, is exported as LOGISTIC then MUL: QAT puts its sigmoid on LOGISTIC's fixed grid.
+SWISH = ("silu", "swish")
 
 
 def _activation_name(activation):
