@@ -119,8 +119,9 @@ def build_hub(name):
         backbone, pooled = keras_hub.models.ViTBackbone(
             image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64), None
     elif name == "hub:resnet":
+        # keras-hub 0.32 requires the first stack (and so the stem) 64 wide.
         backbone, pooled = keras_hub.models.ResNetBackbone(
-            input_conv_filters=[16], input_conv_kernel_sizes=[3], stackwise_num_filters=[16, 32],
+            input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 64],
             stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
             image_shape=(32, 32, 3)), None
     else:

@@ -303,23 +303,40 @@ def test_a_two_input_qat_model_exports_int8_and_runs_by_input_name(tmp_path):
     assert len(scales) == 1
 
 
-def test_a_densenet_style_block_matches_its_int8_file_exactly(tmp_path):
-    """Concatenations fed by BN -> ReLU -> Conv branches: the Keras QAT model computes what the file does
-    (before the Concatenate rule: 8 of 640 outputs 1-2 steps away)."""
+def test_a_densenet_style_network_matches_its_int8_file_exactly(tmp_path):
+    """DenseNet's shape: a max-pooled stem and an average-pooled transition, each feeding a BatchNormalization
+    and a Concatenate, and chains of concatenations. LiteRT requantizes each Concatenate input that has a range
+    of its own (XNNPACK: the scale ratio on 8 fractional bits), for a max pooling where its pass-through chain
+    starts; the Keras QAT model computes the same (before: 1-3 steps away on up to 6% of the values of each
+    concatenation, growing block by block: DenseNet121 trained, 0.934 argmax agreement)."""
     keras.utils.set_random_seed(0)
+    layers = keras.layers
     inputs = keras.Input((16, 16, 3))
-    x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
-    for _ in range(3):
-        y = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
-        x = keras.layers.Concatenate()([x, keras.layers.Conv2D(4, 3, padding="same")(y)])
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.AveragePooling2D(2)(x))
-    model = keras.Model(inputs, keras.layers.Dense(5, name="head")(x))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = layers.MaxPooling2D(3, strides=1)(layers.ZeroPadding2D(1)(x))
+
+    def block(x, blocks):
+        for _ in range(blocks):
+            y = layers.ReLU()(layers.BatchNormalization()(x))
+            x = layers.Concatenate()([x, layers.Conv2D(4, 3, padding="same", use_bias=False)(y)])
+        return x
+
+    x = block(x, 3)
+    x = layers.Conv2D(8, 1, use_bias=False)(layers.ReLU()(layers.BatchNormalization()(x)))
+    x = block(layers.AveragePooling2D(2)(x), 3)
+    x = layers.GlobalAveragePooling2D()(layers.ReLU()(layers.BatchNormalization()(x)))
+    model = keras.Model(inputs, layers.Dense(5, name="head")(x))
     x = np.random.default_rng(0).normal(size=(128, 16, 16, 3)).astype("float32")
+    recalibrate_batchnorm(model, x, batch_size=32, batches=4)  # normalizations that really scale and shift
     kc.quantize(model, kc.QATConfig(), calibration_data=x)
     expected = keras.ops.convert_to_numpy(model(x))
-    got = litert_predict(export_litert(model, str(tmp_path / "dense.tflite"), "int8"), x)
+    path = export_litert(model, str(tmp_path / "dense.tflite"), "int8")
+    got = litert_predict(path, x)
     low, high = kc.quantization.quantization_ranges(model)["head/output"]
-    assert np.sum(np.abs(got - expected) > 0.5 * (high - low) / 255) == 0
+    assert np.sum(np.abs(got - expected) > 0.5 * (high - low) / 255) <= 2  # of 640: float ties at most
+    ops = [op["op_name"] for op in LiteRTModel(path).interpreter._get_ops_details()]
+    assert ops.count("QUANTIZE") >= 3  # the requantizations this test is about are in the file
+    assert "FLOOR" not in ops  # nothing of the simulation's rounding is exported
 
 
 # LiteRT's int8 quantization specification: ops whose output scale the runtime fixes, and ops whose

@@ -51,7 +51,7 @@ from keras_compress.quantization.planning import (
     RangeSite,
     _input_count,
     _input_dtypes,
-    _link_biases,
+    _link_grids,
     _make_site,
     _plan,
     fold,
@@ -205,7 +205,7 @@ def quantize(model, config=None, calibration_data=None, batch_size=64, layers=No
             for i, dtype in enumerate(dtypes)
         ]
         plans.append(model_plan)
-    _link_biases(model, plans, graph)
+    _link_grids(model, plans, graph)
     if config.preserve_zeros:
         from keras_compress.pruning.api import MaskConstraint
 

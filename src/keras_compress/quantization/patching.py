@@ -44,10 +44,13 @@ def _observe(state, site, x):
 
 
 def _on_grid(state, site, x):
-    """An average pool's `x` rounded onto its input `site`'s grid as LiteRT does (the range stays)."""
-    quantized = fq.fake_quant_average(x, site.min.value, site.max.value, state.config.activation_bits)
+    """An average pool's `x` rounded onto its input `site`'s grid as LiteRT does (the range stays).
+
+    Not while exporting: the int8 AVERAGE_POOL_2D rounds by itself, and the rounding's float ops traced into
+    the graph had left a float island after every average pool (DEQUANTIZE, ten float ops, QUANTIZE)."""
     if state.exporting:
-        return quantized
+        return x
+    quantized = fq.fake_quant_average(x, site.min.value, site.max.value, state.config.activation_bits)
     return ops.where(ops.equal(site.seen.value, 0.0), x, quantized)
 
 
@@ -215,6 +218,13 @@ def _layer_call(state, plan, original):
             return outputs
         elif _computes_activation(layer):
             outputs = _activate(state, plan, layer.activation, args[0] if args else kwargs["inputs"])
+        elif plan.kind == "pass":  # `moved_onto`: feeds a Concatenate that LiteRT moves it onto
+            outputs = original(*args, **kwargs)
+            if _integer_inference(state) and _is_float_tensor(outputs):
+                outputs = _moved(state, plan.moved_from, plan.moved_onto, outputs)
+            return outputs
+        elif plan.requantized_sites and args and _integer_inference(state):
+            outputs = original(_requantized(state, plan, args[0]), *args[1:], **kwargs)
         else:
             outputs = original(*args, **kwargs)
         if plan.output_site is not None and _is_float_tensor(outputs):
@@ -224,6 +234,21 @@ def _layer_call(state, plan, original):
     return call
 
 
+def _requantized(state, plan, inputs):
+    """A Concatenate's inputs moved onto its output's grid as LiteRT's int8 QUANTIZE moves them."""
+    out = plan.output_site
+    return [_moved(state, site, out, x) if site is not None and site is not out and _is_float_tensor(x) else x
+            for x, site in zip(inputs, plan.requantized_sites)]
+
+
+def _moved(state, site, onto, x):
+    """`x`, on `site`'s grid, on `onto`'s as LiteRT's int8 QUANTIZE puts it (unchanged until both are observed)."""
+    on_grid = fq.requantize(x, site.min.value, site.max.value, onto.min.value, onto.max.value,
+                            state.config.activation_bits)
+    observed = ops.logical_and(ops.greater(site.seen.value, 0.0), ops.greater(onto.seen.value, 0.0))
+    return ops.where(observed, on_grid, x)
+
+
 def _separable_call(state, plan, inputs):
     """A separable convolution as LiteRT runs it: depthwise, an int8 tensor, pointwise."""
     layer = plan.layer
@@ -231,8 +256,12 @@ def _separable_call(state, plan, inputs):
                            padding=layer.padding, data_format=layer.data_format,
                            dilation_rate=layer.dilation_rate)
     x = _observe(state, plan.inner_site, x)
-    x = ops.conv(x, layer.pointwise_kernel, strides=1, padding="valid",
-                 data_format=layer.data_format)
+    if layer.data_format == "channels_first":
+        # TensorFlow's CPU Conv2D takes NHWC only (Keras 3.15's `ops.conv` no longer transposes for it).
+        x = ops.transpose(ops.conv(ops.transpose(x, (0, 2, 3, 1)), layer.pointwise_kernel, strides=1,
+                                   padding="valid"), (0, 3, 1, 2))
+    else:
+        x = ops.conv(x, layer.pointwise_kernel, strides=1, padding="valid")
     if layer.use_bias:
         bias = layer.bias
         if layer.data_format == "channels_first":
@@ -255,7 +284,7 @@ def _model_call(state, plan, original):
 
 def _patch(state):
     for plan in state.plans:
-        if plan.kind == "pass":
+        if plan.kind == "pass" and plan.moved_onto is None:
             continue
         make = _model_call if plan.kind == "model" else _layer_call
         calls.wrap_call(plan.layer, _CALL_KEY, lambda inner, plan=plan, make=make: make(state, plan, inner))

@@ -82,6 +82,16 @@ class LayerPlan:
     bias_kernel: QuantizedWeight | None = None
     # "same" layers: the input's site, whose grid the output is rounded onto.
     shared_site: RangeSite | None = None
+    # A Concatenate with a range: each input's own site (None: it writes onto the output's grid), from which
+    # LiteRT requantizes it onto the output's grid (`fake_quant.requantize`).
+    requantized_sites: list = dataclasses.field(default_factory=list)
+    # A pass-through layer (max pooling, padding) feeding such a Concatenate: the converter gives the whole
+    # pass-through chain the Concatenate's scale, requantizing where the chain starts, so every consumer of
+    # this output reads it moved from `moved_from`'s grid onto `moved_onto`'s (read from DenseNet121's file:
+    # pool1 feeds its first block's BatchNormalization on the concatenation's grid). An average pooling's
+    # output is requantized on the Concatenate's edge only.
+    moved_from: RangeSite | None = None
+    moved_onto: RangeSite | None = None
     # A BatchNormalization that keeps training (`train_batchnorm`): on its producer's plan, the normalization
     # folded into the kernel at inference (`fold_kernel` is the weight it scales); on its own plan, `trains`.
     batchnorm: keras.layers.Layer | None = None
@@ -368,10 +378,12 @@ def _has_float_input(op):
     return False
 
 
-def _link_biases(model, plans, graph):
-    """Gives each weighted layer with a bias its int32 grid: input range and kernel.
+def _link_grids(model, plans, graph):
+    """Links the grids one plan reads from another's: each weighted layer's int32 bias grid (input range and
+    kernel).
 
-    Also gives each "same" layer (average pooling) the range of its input.
+    Also gives each "same" layer (average pooling) the range of its input, and each Concatenate the ranges
+    its inputs are requantized from.
 
     The input range is the site whose tensor reaches the layer through
     range-preserving layers (pooling, reshape, dropout) or the model's own
@@ -384,6 +396,18 @@ def _link_biases(model, plans, graph):
     for plan in plans:  # in graph order: a "same" layer's producer is linked before it
         if plan.kind == "same":
             plan.shared_site = _input_site(graph, plan.layer, by_id, model_plan, model_inputs)
+        elif (isinstance(plan.layer, keras.layers.Concatenate) and plan.output_site is not None
+              and graph.call_count(plan.layer) == 1):
+            sites = []
+            for producer in graph.producers(plan.layer):
+                site = _site_of(graph, producer, by_id, model_plan, model_inputs)
+                chain = by_id.get(id(producer))
+                if (site is not None and chain is not None and chain.kind == "pass" and chain.moved_onto is None
+                        and not any(producer is model_input for model_input in model_inputs)):
+                    chain.moved_from, chain.moved_onto, site = site, plan.output_site, None
+                sites.append(site)
+            if any(site is not None for site in sites):
+                plan.requantized_sites = sites
     for plan in plans:
         layer = plan.layer
         if plan.kind != "weights" or getattr(layer, "bias", None) is None:
@@ -399,7 +423,11 @@ def _link_biases(model, plans, graph):
 
 def _input_site(graph, layer, by_id, model_plan, model_inputs):
     """The range of the tensor `layer` reads, followed back through pass-through layers."""
-    producer = graph.single_producer(layer)
+    return _site_of(graph, graph.single_producer(layer), by_id, model_plan, model_inputs)
+
+
+def _site_of(graph, producer, by_id, model_plan, model_inputs):
+    """The range of `producer`'s output (None: it has none, or it cannot be told)."""
     while producer is not None:
         for i, model_input in enumerate(model_inputs):
             if producer is model_input:
@@ -407,6 +435,8 @@ def _input_site(graph, layer, by_id, model_plan, model_inputs):
         plan = by_id.get(id(producer))
         if plan is None:
             return None
+        if plan.activation_site is not None:  # the tensor after an unfused activation (swish)
+            return plan.activation_site
         if plan.output_site is not None:
             return plan.output_site
         if plan.kind == "same" and plan.shared_site is not None:

@@ -154,3 +154,24 @@ def test_swish_as_litert_multiplies_by_the_sigmoid_on_logistics_fixed_grid():
     gate = np.clip(np.floor(sigmoid * 256 + 0.5), 0, 255) / 256  # LOGISTIC's int8 output: 1/256, zero point -128
     np.testing.assert_allclose(on_grid, x * gate, rtol=1e-5, atol=1e-6)
     assert np.max(np.abs(on_grid - exact)) > 1e-3  # the grid is a real difference, not float noise
+
+
+def test_requantize_uses_xnnpacks_eight_bit_ratio_and_rounds_half_up():
+    # Input grid: scale 1, zero point 0. Output grid: scale 1.1, zero point 0. XNNPACK's multiplier is
+    # round(256 / 1.1) = 233: level 50 -> floor(50 * 233 / 256 + 0.5) = 46, where 50 / 1.1 = 45.45 rounds to 45.
+    levels = np.arange(-128, 128).astype("float32")
+    got = np.asarray(ops.convert_to_numpy(fq.requantize(levels, -128.0, 127.0, -140.8, 139.7))) / 1.1
+    expected = np.clip(np.floor(levels * 233 / 256 + 0.5), -128, 127)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    plain = np.round(levels / 1.1)
+    assert 0 < np.sum(expected != plain) < 20  # a real difference from a plain rounding, on a few levels
+    assert got[50 + 128] == pytest.approx(46.0, abs=1e-4)
+
+
+def test_requantize_outside_xnnpacks_ratios_is_a_plain_rounding_and_passes_the_gradient():
+    # Ratio 1 / 300 (below 2**-8): LiteRT's builtin kernel, a 32-bit multiplier.
+    levels = np.arange(-128, 128).astype("float32")
+    got = np.asarray(ops.convert_to_numpy(fq.requantize(levels, -128.0, 127.0, -128.0 * 300, 127.0 * 300))) / 300
+    np.testing.assert_allclose(got, np.round(levels / 300), atol=1e-4)
+    grad = builders.autodiff_gradient(lambda t: ops.sum(fq.requantize(t, -128.0, 127.0, -140.8, 139.7)), levels)
+    np.testing.assert_allclose(grad, np.ones(256), atol=1e-6)
