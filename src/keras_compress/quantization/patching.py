@@ -236,8 +236,7 @@ def _layer_call(state, plan, original):
 
 def _requantized(state, plan, inputs):
     """A Concatenate's inputs moved onto its output's grid as LiteRT's int8 QUANTIZE moves them."""
-    out = plan.output_site
-    return [_moved(state, site, out, x) if site is not None and site is not out and _is_float_tensor(x) else x
+    return [_moved(state, site, plan.output_site, x) if site is not None and _is_float_tensor(x) else x
             for x, site in zip(inputs, plan.requantized_sites)]
 
 

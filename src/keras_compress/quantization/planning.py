@@ -405,7 +405,7 @@ def _link_grids(model, plans, graph):
                 if (site is not None and chain is not None and chain.kind == "pass" and chain.moved_onto is None
                         and not any(producer is model_input for model_input in model_inputs)):
                     chain.moved_from, chain.moved_onto, site = site, plan.output_site, None
-                sites.append(site)
+                sites.append(None if site is plan.output_site else site)
             if any(site is not None for site in sites):
                 plan.requantized_sites = sites
     for plan in plans:
