@@ -29,11 +29,14 @@ demo: install
 
 test: dev test-tf test-jax
 
+# Two workers (this machine's two cores); a test file stays on one worker so its module fixtures are built once.
+XDIST ?= -n 2 --dist loadfile
+
 test-tf: dev
-	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -p no:cacheprovider $(XDIST) --durations=15 tests
 
 test-jax: dev
-	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider --durations=10 -m "not tensorflow" tests/unit
+	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider $(XDIST) --durations=10 -m "not tensorflow" tests/unit
 
 bench: install
 	KERAS_BACKEND=tensorflow $(PY) bench/pruning.py --baseline-epochs 8 --out bench/results
