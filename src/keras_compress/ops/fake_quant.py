@@ -296,6 +296,47 @@ def fake_quant_average(x, range_min, range_max, num_bits=8):
     return ops.add(x, ops.stop_gradient(ops.subtract(snapped, x)))
 
 
+def layer_normalization_as_litert(x, gamma, beta, epsilon, range_min, range_max, num_bits=8):
+    """Layer normalization over the last axis as LiteRT computes it on an int8 input.
+
+    The converter lowers LayerNormalization to MEAN, SQUARED_DIFFERENCE,
+    RSQRT, MUL and ADD; where its input is an int8 tensor written by the op
+    before it, the first MEAN runs in int8 on the input's grid (its scale
+    and zero point), rounding the integer mean half to even, and every
+    later op, in float, uses that mean. Read from exported files: with an
+    exact mean, 345 of 640 outputs of a Dense, Add, LayerNormalization net
+    were one to three steps from the file's; with this, none. Used at
+    inference only (the rounding passes no gradient).
+
+    Args:
+        x: the input, on the grid of `[range_min, range_max]`.
+        gamma, beta: the scale and offset (None where the layer has none).
+        epsilon: added to the variance.
+        range_min, range_max: the input's range.
+        num_bits: bit width.
+
+    Returns:
+        The normalized tensor, like `x`.
+
+    Example:
+    >>> y = layer_normalization_as_litert(x, None, None, 1e-3, -1.0, 1.0)
+    """
+    scale, zero = quant_params(range_min, range_max, num_bits)
+    levels = ops.round(ops.add(ops.divide(x, scale), zero))  # x is on the grid: whole levels
+    # The integer mean rounded half to even (read from a file: 0 of 128 means apart; half away from zero, 7).
+    mean_level = ops.clip(ops.round(ops.mean(levels, axis=-1, keepdims=True)),
+                          -(2 ** (num_bits - 1)), 2 ** (num_bits - 1) - 1)
+    mean = ops.multiply(ops.subtract(mean_level, zero), scale)
+    centered = ops.subtract(x, mean)
+    variance = ops.mean(ops.square(centered), axis=-1, keepdims=True)
+    outputs = ops.multiply(centered, ops.rsqrt(ops.add(variance, epsilon)))
+    if gamma is not None:
+        outputs = ops.multiply(outputs, gamma)
+    if beta is not None:
+        outputs = ops.add(outputs, beta)
+    return outputs
+
+
 # XNNPACK (the stock interpreter's default delegate) runs an int8-to-int8 QUANTIZE with the scale ratio as a
 # multiplier of 8 fractional bits where the ratio lies in [2**-8, 2**7]; elsewhere LiteRT's builtin kernel
 # requantizes with a 32-bit multiplier (a plain rounding).

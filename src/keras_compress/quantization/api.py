@@ -434,8 +434,9 @@ def strip(model):
 def quantization_summary(model):
     """What QAT does to each layer: a list of dicts for tables and reports.
 
-    Each row: `layer`, `treatment` ("weights+output", "weights", "output",
-    "folded into <layer>", "pass-through", "fixed by runtime", "float"),
+    Each row: `layer`, `treatment` ("weights+output", "weights (output fused)",
+    "weights (computed in float)", "output", "folded into <layer>",
+    "pass-through", "input's scale", "fixed by runtime", "float"),
     `weight_bits`, `per_channel`, `range` (min, max or None) and `reason`
     for float layers.
     """
@@ -451,13 +452,17 @@ def quantization_summary(model):
                              "range": _range_or_none(site), "reason": None})
             continue
         treatment = {
-            "weights": "weights+output" if plan.output_site else "weights (output fused)",
+            "weights": ("weights (computed in float)" if plan.float_output
+                        else "weights+output" if plan.output_site else "weights (output fused)"),
             "output": ("float op, output quantized" if plan.reason == SKIP_NO_INT8_KERNEL
                        else "output" if plan.output_site else "output fused"),
             "folded_bn": f"folded into {folded.get(plan.layer.name)}",
             "pass": "pass-through",
-            "fixed": "fixed by runtime",
+            "same": "input's scale",
+            "fixed": "float" if plan.float_input else "fixed by runtime",
         }[plan.kind]
+        if plan.kind == "output" and plan.float_output:
+            treatment = "float"
         rows.append({
             "layer": plan.layer.name,
             "treatment": treatment,

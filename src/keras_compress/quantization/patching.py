@@ -89,6 +89,8 @@ def _activate(state, plan, activation, x):
     is fixed goes onto it; others are computed as they are.
     """
     name = _activation_name(activation)
+    if plan.float_output:
+        return activation(x)
     if name in SWISH:
         return fq.swish_as_litert(x, sigmoid_on_grid=_on_fixed_grid(state, x))
     if plan.hard_swish_sites and _is_float_tensor(x):
@@ -210,6 +212,8 @@ def _layer_call(state, plan, original):
                     outputs = _observe(state, plan.activation_site, outputs)
                 return outputs
         elif plan.kind == "fixed":
+            if plan.float_input:
+                return original(*args, **kwargs)
             return _fixed_output(state, _fixed_activation_name(layer), original(*args, **kwargs))
         elif plan.kind == "same":
             outputs = original(*args, **kwargs)
@@ -223,6 +227,10 @@ def _layer_call(state, plan, original):
             if _integer_inference(state) and _is_float_tensor(outputs):
                 outputs = _moved(state, plan.moved_from, plan.moved_onto, outputs)
             return outputs
+        elif plan.mean_site is not None and args and _integer_inference(state) and _is_float_tensor(args[0]):
+            outputs = ops.cast(fq.layer_normalization_as_litert(
+                args[0], layer.gamma, layer.beta, layer.epsilon, plan.mean_site.min.value,
+                plan.mean_site.max.value, state.config.activation_bits), layer.compute_dtype)
         elif plan.requantized_sites and args and _integer_inference(state):
             outputs = original(_requantized(state, plan, args[0]), *args[1:], **kwargs)
         else:

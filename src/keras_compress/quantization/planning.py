@@ -97,6 +97,18 @@ class LayerPlan:
     batchnorm: keras.layers.Layer | None = None
     fold_kernel: QuantizedWeight | None = None
     trains: bool = False
+    # Inside a layer QAT leaves float (a custom layer with weights of its own and no rule): the ops between its
+    # sublayers are its own code, which the converter keeps in float where nothing gives them a range, but
+    # where a sublayer's output had one, it carried that scale through them (keras-hub's ViT: the class token
+    # put on the patch convolution's grid by a concatenation, so rounded to zero). Such a sublayer's weights
+    # are quantized and its output keeps no range: it computes in float, in the file as in Keras.
+    float_output: bool = False
+    # A fixed-range layer (softmax, sigmoid) fed by nothing with a range: the converter leaves it in float, so its
+    # output stays off the fixed grid (MultiHeadAttention's softmax, fed by its float score matmul).
+    float_input: bool = False
+    # A LayerNormalization over the last axis whose input has a range: that range, on whose grid LiteRT's int8
+    # MEAN rounds the mean (`fake_quant.layer_normalization_as_litert`).
+    mean_site: RangeSite | None = None
 
 
 @dataclasses.dataclass
@@ -284,6 +296,18 @@ def _plan(model, config, chosen_layers, graph, added):
         nxt = graph.consumers(layer)
         return len(nxt) == 1 and isinstance(nxt[0], keras.layers.Concatenate) and keep(nxt[0])
 
+    parents = _enclosing_layers(model)
+
+    def inside_float_layer(layer):
+        """Whether an enclosing layer is one QAT leaves float (weights of its own, no rule)."""
+        parent = parents.get(id(layer))
+        while parent is not None:
+            if weights_by_layer.get(id(parent)) and _rule_for(parent) not in ("weights", "float") and not callable(
+                    getattr(parent, "get_quantizable_weights", None)):
+                return parent
+            parent = parents.get(id(parent))
+        return None
+
     for layer in layers:
         if layer._layers and not weights_by_layer.get(id(layer)):
             continue  # a container: its sublayers are planned
@@ -352,6 +376,17 @@ def _plan(model, config, chosen_layers, graph, added):
             plans.append(plan)
         else:
             plans.append(LayerPlan(layer, rule))
+    for plan in plans:
+        enclosing = inside_float_layer(plan.layer)
+        if enclosing is not None and plan.kind in ("weights", "output", "fixed"):
+            plan.output_site = plan.activation_site = plan.inner_site = None
+            plan.hard_swish_sites = []
+            plan.float_output = plan.kind != "fixed"
+            plan.float_input = plan.kind == "fixed"
+            plan.reason = f"inside {enclosing.name}, which QAT leaves float ({SKIP_NO_RULE.split(' (')[0]})"
+        elif plan.kind == "fixed" and id(plan.layer) in parents and not graph.producers(plan.layer):
+            plan.float_input = True  # called inside another layer's code, on a tensor no range was given to
+            plan.reason = f"its input, computed inside {parents[id(plan.layer)].name}, has no range"
     for op in graph.operations:  # `x + 3.0` and the like: LiteRT's ADD/SUB/MUL have int8 kernels of their own
         if _op_rule(op) != "output" or not _has_float_input(op) or not keep(op):
             continue
@@ -360,6 +395,20 @@ def _plan(model, config, chosen_layers, graph, added):
             plan.output_site = _make_site(op, "output", added, owner=model, name=f"{op.name}/op_output")
         plans.append(plan)
     return plans, float_layers, folded
+
+
+def _enclosing_layers(model):
+    """id(layer) -> the layer whose own `call` calls it, for layers inside a layer that is not a model.
+
+    Between such sublayers run the enclosing layer's own ops, which no graph records (a Sequential, Functional
+    or subclassed model's layers are not in this map)."""
+    parents = {}
+    for layer in walk.iter_layers(model):
+        if isinstance(layer, keras.Model):
+            continue
+        for child in layer._flatten_layers(include_self=False, recursive=False):
+            parents[id(child)] = layer
+    return parents
 
 
 def _hard_swish_sites(layer, activation, added):
@@ -396,6 +445,12 @@ def _link_grids(model, plans, graph):
     for plan in plans:  # in graph order: a "same" layer's producer is linked before it
         if plan.kind == "same":
             plan.shared_site = _input_site(graph, plan.layer, by_id, model_plan, model_inputs)
+        elif _normalizes_last_axis(plan.layer) and plan.kind == "output" and not plan.float_output:
+            # Only a range written by the producer itself: behind a pass-through layer (a reshape) the
+            # converter's MEAN reads a dequantized float tensor (read from the file).
+            producer = by_id.get(id(graph.single_producer(plan.layer)))
+            if producer is not None and producer.kind not in ("pass", "same", "model"):
+                plan.mean_site = producer.activation_site or producer.output_site
         elif (isinstance(plan.layer, keras.layers.Concatenate) and plan.output_site is not None
               and graph.call_count(plan.layer) == 1):
             sites = []
@@ -410,7 +465,7 @@ def _link_grids(model, plans, graph):
                 plan.requantized_sites = sites
     for plan in plans:
         layer = plan.layer
-        if plan.kind != "weights" or getattr(layer, "bias", None) is None:
+        if plan.kind != "weights" or plan.float_output or getattr(layer, "bias", None) is None:
             continue
         separable = isinstance(layer, keras.layers.SeparableConv2D)
         wanted = "pointwise_kernel" if separable else "kernel"
@@ -419,6 +474,14 @@ def _link_grids(model, plans, graph):
         site = plan.inner_site if separable else _input_site(graph, layer, by_id, model_plan, model_inputs)
         if kernel is not None and site is not None:
             plan.bias_kernel, plan.bias_input_site = kernel, site
+
+
+def _normalizes_last_axis(layer):
+    if not isinstance(layer, keras.layers.LayerNormalization) or getattr(layer, "rms_scaling", False):
+        return False
+    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    rank = len(layer.input.shape) if getattr(layer, "_inbound_nodes", None) else None
+    return len(axes) == 1 and rank is not None and axes[0] in (-1, rank - 1)
 
 
 def _input_site(graph, layer, by_id, model_plan, model_inputs):

@@ -175,3 +175,19 @@ def test_requantize_outside_xnnpacks_ratios_is_a_plain_rounding_and_passes_the_g
     np.testing.assert_allclose(got, np.round(levels / 300), atol=1e-4)
     grad = builders.autodiff_gradient(lambda t: ops.sum(fq.requantize(t, -128.0, 127.0, -140.8, 139.7)), levels)
     np.testing.assert_allclose(grad, np.ones(256), atol=1e-6)
+
+
+def test_layer_normalization_as_litert_rounds_the_integer_mean_half_to_even():
+    scale, zero = fq.quant_params(-1.0, 1.0, 8)
+    scale, zero = float(ops.convert_to_numpy(scale)), float(ops.convert_to_numpy(zero))
+    # Levels whose mean is a tie: 2.5 goes to 2, 3.5 to 4 (half away from zero would give 3 and 4).
+    levels = np.array([[1, 2, 3, 4], [2, 3, 4, 5]], "float32")
+    x = (levels - zero) * scale
+    gamma, beta = np.array([1.0, 2.0, 0.5, 1.0], "float32"), np.array([0.0, 0.1, 0.0, -0.1], "float32")
+    got = ops.convert_to_numpy(fq.layer_normalization_as_litert(x, gamma, beta, 1e-3, -1.0, 1.0))
+    mean = (np.array([[2.0], [4.0]], "float32") - zero) * scale
+    centered = x - mean
+    want = centered / np.sqrt((centered ** 2).mean(-1, keepdims=True) + 1e-3) * gamma + beta
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    exact = ops.convert_to_numpy(ops.layer_normalization(x, gamma, beta, -1, 1e-3))
+    assert np.abs(got - exact).max() > 1e-3  # the rounded mean is not the exact one
