@@ -38,6 +38,7 @@ from keras_compress.core.graph import ModelGraph
 from keras_compress.core.state import QUANTIZE, UNWRAP, attach, detach, register_stripper, reset_compiled_functions
 from keras_compress.ops import fake_quant as fq
 from keras_compress.quantization.config import QATConfig
+from keras_compress.quantization.grids import _link_grids
 from keras_compress.quantization.patching import _patch, _unpatch
 from keras_compress.quantization.planning import (
     SKIP_FILTERED,
@@ -51,7 +52,6 @@ from keras_compress.quantization.planning import (
     RangeSite,
     _input_count,
     _input_dtypes,
-    _link_grids,
     _make_site,
     _plan,
     fold,
