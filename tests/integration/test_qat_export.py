@@ -539,6 +539,8 @@ def test_a_vit_style_network_matches_its_int8_file(tmp_path):
     rows = {r["layer"]: r for r in kc.quantization_summary(model)}
     assert rows["patches"]["treatment"] == "weights (computed in float)" and "embedding" in rows["patches"]["reason"]
     assert rows["softmax"]["treatment"] == "float"
+    # No range variable is left on the float layer's convolution.
+    assert not [v for v in model.get_layer("embedding").conv.weights if "qat_" in v.name]
     expected = keras.ops.convert_to_numpy(model(x))
     path = export_litert(model, str(tmp_path / "vit.tflite"), "int8")
     got = litert_predict(path, x)

@@ -17,6 +17,7 @@ import numpy as np
 from keras import ops
 
 from keras_compress.core import variables, walk
+from keras_compress.core.variables import remove_variables
 from keras_compress.ops import fake_quant as fq
 from keras_compress.quantization.config import QATConfig
 from keras_compress.quantization.rules import (
@@ -379,6 +380,11 @@ def _plan(model, config, chosen_layers, graph, added):
     for plan in plans:
         enclosing = inside_float_layer(plan.layer)
         if enclosing is not None and plan.kind in ("weights", "output", "fixed"):
+            dropped = [plan.output_site, plan.activation_site, plan.inner_site, *plan.hard_swish_sites]
+            dropped = {id(v) for site in dropped if site is not None for v in (site.min, site.max, site.seen)}
+            orphans = [pair for pair in added if id(pair[1]) in dropped]
+            remove_variables(orphans)
+            added[:] = [pair for pair in added if id(pair[1]) not in dropped]
             plan.output_site = plan.activation_site = plan.inner_site = None
             plan.hard_swish_sites = []
             plan.float_output = plan.kind != "fixed"
