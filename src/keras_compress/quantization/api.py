@@ -454,15 +454,14 @@ def quantization_summary(model):
         treatment = {
             "weights": ("weights (computed in float)" if plan.float_output
                         else "weights+output" if plan.output_site else "weights (output fused)"),
-            "output": ("float op, output quantized" if plan.reason == SKIP_NO_INT8_KERNEL
+            "output": ("float" if plan.float_output
+                       else "float op, output quantized" if plan.reason == SKIP_NO_INT8_KERNEL
                        else "output" if plan.output_site else "output fused"),
             "folded_bn": f"folded into {folded.get(plan.layer.name)}",
             "pass": "pass-through",
             "same": "input's scale",
             "fixed": "float" if plan.float_input else "fixed by runtime",
         }[plan.kind]
-        if plan.kind == "output" and plan.float_output:
-            treatment = "float"
         rows.append({
             "layer": plan.layer.name,
             "treatment": treatment,

@@ -8,6 +8,7 @@ tensor back through pass-through layers with `_site_of`.
 
 import keras
 
+
 def _link_grids(model, plans, graph):
     """Links the grids one plan reads from another's: each weighted layer's int32 bias grid (input range and
     kernel).

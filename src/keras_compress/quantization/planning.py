@@ -303,8 +303,7 @@ def _plan(model, config, chosen_layers, graph, added):
         """Whether an enclosing layer is one QAT leaves float (weights of its own, no rule)."""
         parent = parents.get(id(layer))
         while parent is not None:
-            if weights_by_layer.get(id(parent)) and _rule_for(parent) not in ("weights", "float") and not callable(
-                    getattr(parent, "get_quantizable_weights", None)):
+            if weights_by_layer.get(id(parent)) and not _has_weight_rule(parent):
                 return parent
             parent = parents.get(id(parent))
         return None
@@ -323,8 +322,7 @@ def _plan(model, config, chosen_layers, graph, added):
             plans.append(plan)
             continue
         variables = weights_by_layer.get(id(layer), [])
-        if variables and not (_rule_for(layer) in ("weights", "float")
-                              or callable(getattr(layer, "get_quantizable_weights", None))):
+        if variables and not _has_weight_rule(layer):
             float_layers.append((layer.name, SKIP_NO_RULE))
             continue
         if variables and _rule_for(layer) != "float":
@@ -401,6 +399,11 @@ def _plan(model, config, chosen_layers, graph, added):
             plan.output_site = _make_site(op, "output", added, owner=model, name=f"{op.name}/op_output")
         plans.append(plan)
     return plans, float_layers, folded
+
+
+def _has_weight_rule(layer):
+    """Whether QAT knows how to quantize the layer's own weights (a rule, or `get_quantizable_weights`)."""
+    return _rule_for(layer) in ("weights", "float") or callable(getattr(layer, "get_quantizable_weights", None))
 
 
 def _enclosing_layers(model):
